@@ -1,0 +1,16 @@
+"""The training engine every bundle shares: run folders, handlers, resumable checkpoints."""
+
+from app.engine.checkpoint import ResumableCheckpoint, atomic_torch_save, safe_load
+from app.engine.handlers import EpochProgress, train_handlers, val_handlers
+from app.engine.run import default_device, start_run
+
+__all__ = [
+    "ResumableCheckpoint",
+    "atomic_torch_save",
+    "safe_load",
+    "EpochProgress",
+    "train_handlers",
+    "val_handlers",
+    "default_device",
+    "start_run",
+]

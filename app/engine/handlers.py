@@ -1,0 +1,189 @@
+"""The handler sets every bundle's trainer and evaluator share, built from a few choices.
+
+Bundle configs call :func:`train_handlers` and :func:`val_handlers` instead of repeating the same
+twenty lines of handler definitions, so resumable checkpoints, validation, early stopping, LR
+schedules, TensorBoard and progress reporting behave identically in the EM, CT and MRI bundles.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import (
+    CheckpointSaver,
+    EarlyStopHandler,
+    LrScheduleHandler,
+    StatsHandler,
+    TensorBoardStatsHandler,
+    ValidationHandler,
+    from_engine,
+)
+
+from app.engine.checkpoint import ResumableCheckpoint
+
+__all__ = ["EarlyStopOnValidation", "EpochProgress", "train_handlers", "val_handlers"]
+
+logger = logging.getLogger(__name__)
+
+
+class EpochProgress:
+    """Logs one line per epoch: loss, the latest validation metric, elapsed time and ETA.
+
+    Args:
+        evaluator: the validation engine whose ``state.metrics`` are reported (optional).
+        key_metric: name of the metric to report.
+        every: log every ``every`` epochs (the last is always logged).
+    """
+
+    def __init__(
+        self, evaluator: Engine | None = None, key_metric: str = "val_mean_dice", every: int = 1
+    ) -> None:
+        self.evaluator = evaluator
+        self.key_metric = key_metric
+        self.every = max(1, every)
+        self._start = 0.0
+        self._start_epoch = 0
+        self._loss_sum = 0.0
+        self._loss_count = 0
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._on_epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._on_iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._on_epoch_completed)
+
+    def _on_epoch_started(self, engine: Engine) -> None:
+        if not self._start:
+            self._start, self._start_epoch = time.perf_counter(), engine.state.epoch - 1
+        self._loss_sum, self._loss_count = 0.0, 0
+
+    def _on_iteration_completed(self, engine: Engine) -> None:
+        self._loss_sum += float(from_engine(["loss"], first=True)(engine.state.output)[0])
+        self._loss_count += 1
+
+    def _on_epoch_completed(self, engine: Engine) -> None:
+        epoch, max_epochs = engine.state.epoch, engine.state.max_epochs
+        if epoch % self.every and epoch != max_epochs:
+            return
+        elapsed = time.perf_counter() - self._start
+        done = epoch - self._start_epoch
+        eta = elapsed / max(done, 1) * (max_epochs - epoch)
+        parts = [f"epoch {epoch}/{max_epochs}", f"loss {self._loss_sum / max(self._loss_count, 1):.4f}"]
+        if self.evaluator is not None and self.key_metric in self.evaluator.state.metrics:
+            parts.append(f"{self.key_metric} {self.evaluator.state.metrics[self.key_metric]:.4f}")
+            best = getattr(self.evaluator.state, "best_metric", None)
+            if best is not None and best > -1:
+                parts.append(f"(best {best:.4f} @ epoch {self.evaluator.state.best_metric_epoch})")
+        parts.append(f"elapsed {elapsed:.0f}s ETA {eta:.0f}s")
+        logger.info(" | ".join(parts))
+
+
+class EarlyStopOnValidation:
+    """Stop the trainer after ``patience`` validations whose ``key_metric`` did not improve.
+
+    Attached to the trainer (so the bundle config has no trainer/evaluator reference cycle); it
+    installs MONAI's :class:`EarlyStopHandler` on the evaluator.
+    """
+
+    def __init__(self, evaluator: Engine, patience: int, key_metric: str = "val_mean_dice") -> None:
+        self.evaluator, self.patience, self.key_metric = evaluator, patience, key_metric
+
+    def attach(self, engine: Engine) -> None:
+        key = self.key_metric
+        EarlyStopHandler(
+            trainer=engine, patience=self.patience, score_function=lambda e: e.state.metrics[key]
+        ).attach(self.evaluator)
+
+
+def train_handlers(
+    run_dir: str | Path,
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    evaluator: Engine | None = None,
+    lr_scheduler: object | None = None,
+    val_interval: int = 1,
+    save_interval: int = 1,
+    resume: bool = True,
+    key_metric: str = "val_mean_dice",
+    early_stop_patience: int = 0,
+    log_every: int = 1,
+    tensorboard: bool = True,
+    rank: int = 0,
+) -> list:
+    """Handlers for a ``SupervisedTrainer``.
+
+    Returns, in order: LR schedule (epoch level), validation every ``val_interval`` epochs, early
+    stopping after ``early_stop_patience`` validations without improvement (0 disables it),
+    per-iteration loss logging, epoch progress with ETA, TensorBoard loss curve, a resumable
+    full-state checkpoint (``run_dir/checkpoint.pt``) and the final model (``run_dir/model_final.pt``).
+    On ranks other than 0 only the LR schedule and validation are returned (they must run everywhere).
+    """
+    run_dir = Path(run_dir)
+    handlers: list = []
+    if lr_scheduler is not None:
+        handlers.append(LrScheduleHandler(lr_scheduler=lr_scheduler, print_lr=False))
+    if evaluator is not None:
+        handlers.append(ValidationHandler(validator=evaluator, interval=val_interval, epoch_level=True))
+        if early_stop_patience > 0:
+            handlers.append(EarlyStopOnValidation(evaluator, early_stop_patience, key_metric))
+    objects = {"network": network, "optimizer": optimizer, "lr_scheduler": lr_scheduler}
+    if rank != 0:
+        return handlers
+    handlers.append(
+        StatsHandler(
+            tag_name="train_loss",
+            output_transform=from_engine(["loss"], first=True),
+            iteration_log=False,
+            epoch_log=False,
+        )
+    )
+    handlers.append(EpochProgress(evaluator=evaluator, key_metric=key_metric, every=log_every))
+    if tensorboard:
+        handlers.append(
+            TensorBoardStatsHandler(
+                log_dir=str(run_dir / "tensorboard"),
+                tag_name="train_loss",
+                output_transform=from_engine(["loss"], first=True),
+            )
+        )
+    handlers.append(ResumableCheckpoint(run_dir, objects, save_interval=save_interval, resume=resume))
+    handlers.append(
+        CheckpointSaver(
+            save_dir=str(run_dir),
+            save_dict={"network": network},
+            save_final=True,
+            final_filename="model_final.pt",
+        )
+    )
+    return handlers
+
+
+def val_handlers(
+    run_dir: str | Path,
+    network: torch.nn.Module,
+    tensorboard: bool = True,
+    rank: int = 0,
+) -> list:
+    """Handlers for the validation ``SupervisedEvaluator``.
+
+    Best-model checkpoint ``run_dir/model.pt`` on the key metric, metric logging and TensorBoard.
+    """
+    run_dir = Path(run_dir)
+    handlers: list = []
+    if rank != 0:
+        return handlers
+    handlers.append(StatsHandler(iteration_log=False, epoch_log=True))
+    if tensorboard:
+        handlers.append(TensorBoardStatsHandler(log_dir=str(run_dir / "tensorboard"), iteration_log=False))
+    handlers.append(
+        CheckpointSaver(
+            save_dir=str(run_dir),
+            save_dict={"network": network},
+            save_key_metric=True,
+            key_metric_filename="model.pt",
+        )
+    )
+    return handlers

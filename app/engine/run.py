@@ -1,0 +1,79 @@
+"""Run folders: seeding, the device choice, and a record of how the run was started."""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser
+from monai.utils import set_determinism
+
+__all__ = ["start_run", "default_device", "merged_bundle_config"]
+
+logger = logging.getLogger(__name__)
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU (every bundle runs on CPU; AMP and GPU caching only on CUDA)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def merged_bundle_config(argv: list[str] | None = None) -> dict | None:
+    """The merged config (config files + command-line overrides) of a ``monai.bundle`` command line.
+
+    Returns None when ``argv`` is not a ``monai.bundle`` command (e.g. the bundle runs from Python).
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if "--config_file" not in argv:
+        return None
+    args: dict[str, str] = {}
+    tokens = argv[argv.index("--config_file") :]
+    for key, value in zip(tokens[::2], tokens[1::2], strict=False):
+        if key.startswith("--"):
+            args[key[2:]] = value
+    parser = ConfigParser()
+    config_file = args.pop("config_file")
+    try:
+        parser.read_config(ast.literal_eval(config_file) if config_file.startswith("[") else config_file)
+    except (OSError, ValueError, SyntaxError) as e:
+        logger.warning("could not re-read %s for the run record (%s)", config_file, e)
+        return None
+    for key in ("meta_file", "logging_file", "args_file", "init_id", "final_id", "tracking"):
+        args.pop(key, None)
+    for key, value in args.items():
+        try:
+            parser[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parser[key] = value
+    return parser.get()
+
+
+def start_run(run_dir: str | Path, seed: int | None = 0, deterministic: bool = True) -> Path:
+    """Create the run folder, seed every RNG, and save ``command.json`` + the merged ``config.json``.
+
+    Args:
+        run_dir: the run folder (created).
+        seed: seed for torch, numpy, python and MONAI transforms; None leaves them unseeded.
+        deterministic: ask cuDNN for deterministic kernels (on CUDA ``cudnn.benchmark`` is used otherwise).
+
+    Returns:
+        the run folder.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if seed is not None:
+        set_determinism(seed=seed, use_deterministic_algorithms=None)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = not deterministic
+    record = {"argv": sys.argv, "cwd": os.getcwd(), "seed": seed, "torch": torch.__version__}
+    (run_dir / "command.json").write_text(json.dumps(record, indent=2))
+    config = merged_bundle_config()
+    if config is not None:
+        (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    logger.info("run folder %s (seed %s, device %s)", run_dir.resolve(), seed, default_device())
+    return run_dir
