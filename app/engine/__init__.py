@@ -1,10 +1,16 @@
 """The training engine every bundle shares: run folders, handlers, resumable checkpoints."""
 
+from app.engine.batch import PrepareBatchWithWeight
 from app.engine.checkpoint import ResumableCheckpoint, atomic_torch_save, safe_load
 from app.engine.handlers import EpochProgress, train_handlers, val_handlers
+from app.engine.optim import make_optimizer
+from app.engine.report import write_summary_json
 from app.engine.run import default_device, start_run
 
 __all__ = [
+    "write_summary_json",
+    "make_optimizer",
+    "PrepareBatchWithWeight",
     "ResumableCheckpoint",
     "atomic_torch_save",
     "safe_load",

@@ -80,13 +80,18 @@ class WeightedCrossEntropyLoss(nn.Module):
         self.crop_to_input = crop_to_input
 
     def forward(
-        self, input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+        self,
+        input: torch.Tensor,
+        target: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Args:
             input: logits ``(B, K, H, W[, D])``, ``K >= 2`` classes (softmax is applied here).
             target: class indices ``(B, 1, H, W[, D])`` (any numeric dtype, values in ``[0, K)``) or one-hot /
-                soft labels ``(B, K, H, W[, D])``; spatially at least as large as ``input``.
+                soft labels ``(B, K, H, W[, D])``; spatially at least as large as ``input``. A
+                ``(target, weight)`` pair is accepted too: that is how a trainer whose loss takes two
+                arguments passes the weight map (see :class:`app.engine.PrepareBatchWithWeight`).
             weight: per-pixel weights ``(B, 1, H, W[, D])``, spatially at least as large as ``input``;
                 None = ones.
 
@@ -96,6 +101,8 @@ class WeightedCrossEntropyLoss(nn.Module):
         Raises:
             ValueError: on inconsistent shapes or class indices outside ``[0, K)``.
         """
+        if isinstance(target, (tuple, list)):
+            target, weight = target
         if input.ndim < 3 or input.shape[1] < 2:
             raise ValueError(f"input must be logits (B, K, *spatial) with K >= 2, got {tuple(input.shape)}.")
         n_classes = input.shape[1]
