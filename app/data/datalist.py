@@ -25,6 +25,7 @@ __all__ = [
     "datalist_from_isbi",
     "datalist_from_lists",
     "datalist_from_folder",
+    "datalist_for_inference",
     "split_datalist",
     "kfold_datalist",
     "write_datalist",
@@ -178,6 +179,43 @@ def datalist_from_folder(folder: str | Path) -> list[dict]:
     if not entries:
         raise InputError(folder, f"no image/label pairs found ({layout} layout)")
     return entries
+
+
+def datalist_for_inference(path: str | Path) -> list[dict]:
+    """Inputs to predict: one image file, a folder of image files, or DICOM series folders.
+
+    A folder that holds image files gives one entry per file; a folder holding ``*.dcm`` files (or
+    sub-folders that do) gives one entry per series folder, which the ITK reader loads as a volume.
+
+    Raises:
+        InputError: the path does not exist or holds nothing readable.
+    """
+    path = Path(path).resolve()
+    if path.is_file():
+        return [{"image": str(path)}]
+    if not path.is_dir():
+        raise InputError(path, "input path does not exist")
+    if _is_dicom_folder(path):
+        return [{"image": str(path)}]
+    entries = [{"image": str(p)} for p in _image_files(path) if p.is_file() or _is_dicom_folder(p)]
+    if not entries:
+        raise InputError(
+            path, f"no images found (looked for {', '.join(IMAGE_SUFFIXES)} files or DICOM folders)"
+        )
+    return entries
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    for p in path.iterdir():
+        if p.is_file():
+            if p.suffix.lower() == ".dcm":
+                return True
+            with open(p, "rb") as f:
+                if f.read(132)[128:] == b"DICM":
+                    return True
+    return False
 
 
 def _as_list(x: str | list[str]) -> list[str]:

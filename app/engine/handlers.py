@@ -30,6 +30,12 @@ __all__ = ["EarlyStopOnValidation", "EpochProgress", "train_handlers", "val_hand
 logger = logging.getLogger(__name__)
 
 
+def _loss(output) -> float:
+    """The scalar loss of a trainer output (decollated list of dicts or one dict)."""
+    loss = from_engine(["loss"], first=True)(output)[0]
+    return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+
+
 class EpochProgress:
     """Logs one line per epoch: loss, the latest validation metric, elapsed time and ETA.
 
@@ -61,7 +67,7 @@ class EpochProgress:
         self._loss_sum, self._loss_count = 0.0, 0
 
     def _on_iteration_completed(self, engine: Engine) -> None:
-        self._loss_sum += float(from_engine(["loss"], first=True)(engine.state.output)[0])
+        self._loss_sum += float(_loss(engine.state.output))
         self._loss_count += 1
 
     def _on_epoch_completed(self, engine: Engine) -> None:
@@ -135,7 +141,7 @@ def train_handlers(
     handlers.append(
         StatsHandler(
             tag_name="train_loss",
-            output_transform=from_engine(["loss"], first=True),
+            output_transform=_loss,
             iteration_log=False,
             epoch_log=False,
         )
@@ -146,7 +152,7 @@ def train_handlers(
             TensorBoardStatsHandler(
                 log_dir=str(run_dir / "tensorboard"),
                 tag_name="train_loss",
-                output_transform=from_engine(["loss"], first=True),
+                output_transform=_loss,
             )
         )
     handlers.append(ResumableCheckpoint(run_dir, objects, save_interval=save_interval, resume=resume))
