@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-__all__ = ["InputError", "InputErrors"]
+__all__ = ["InputError", "InputErrors", "install_excepthook"]
 
 
 class InputError(ValueError):
@@ -28,3 +29,35 @@ class InputErrors(ValueError):
         self.errors = list(errors)
         lines = "\n".join(f"  - {e}" for e in self.errors)
         super().__init__(f"{len(self.errors)} input problem(s):\n{lines}")
+
+
+def _input_errors_in_chain(exc: BaseException | None) -> list[InputError]:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, InputErrors):
+            return exc.errors
+        if isinstance(exc, InputError):
+            return [exc]
+        exc = exc.__cause__ or exc.__context__
+    return []
+
+
+def install_excepthook() -> None:
+    """Make an uncaught input error (even wrapped by ``monai.bundle``'s config evaluation) end the
+    program with one line per problem, naming the file, instead of a long traceback. Exit code 1."""
+    previous = sys.excepthook
+    if getattr(previous, "_app_input_errors", False):
+        return
+
+    def hook(exc_type, exc, tb):
+        errors = _input_errors_in_chain(exc)
+        if not errors:
+            previous(exc_type, exc, tb)
+            return
+        for err in errors:
+            print(f"ERROR {err}", file=sys.stderr)
+        print(f"stopped: {len(errors)} input problem(s); nothing was trained", file=sys.stderr)
+
+    hook._app_input_errors = True  # type: ignore[attr-defined]
+    sys.excepthook = hook

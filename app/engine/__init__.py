@@ -6,6 +6,9 @@ from app.engine.handlers import EpochProgress, train_handlers, val_handlers
 from app.engine.optim import make_optimizer
 from app.engine.report import write_summary_json
 from app.engine.run import default_device, start_run
+from app.errors import install_excepthook
+
+install_excepthook()
 
 __all__ = [
     "write_summary_json",

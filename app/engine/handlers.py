@@ -20,7 +20,6 @@ from monai.handlers import (
     StatsHandler,
     TensorBoardStatsHandler,
     ValidationHandler,
-    from_engine,
 )
 
 from app.engine.checkpoint import ResumableCheckpoint
@@ -32,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 def _loss(output) -> float:
     """The scalar loss of a trainer output (decollated list of dicts or one dict)."""
-    loss = from_engine(["loss"], first=True)(output)[0]
+    loss = (output[0] if isinstance(output, list) else output)["loss"]
     return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
 
 

@@ -1,0 +1,37 @@
+"""Run bundles through ``python -m monai.bundle`` exactly as users do, with small overrides."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.paths import REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """A demo folder shared by the bundle tests of one session (generated on first use)."""
+    return tmp_path_factory.mktemp("demo")
+
+
+@pytest.fixture(scope="session")
+def run_bundle(demo_root):
+    """``run_bundle(run_id, [config files], key=value...)`` -> CompletedProcess, run from the repo root."""
+
+    def run(run_id: str, config_files: list[str], **overrides) -> subprocess.CompletedProcess:
+        files = (
+            config_files[0]
+            if len(config_files) == 1
+            else "[" + ",".join(f"'{c}'" for c in config_files) + "]"
+        )
+        cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", files]
+        for key, value in overrides.items():
+            cmd += [f"--{key}", str(value)]
+        env = dict(os.environ, APP_DEMO_DIR=str(demo_root), PYTHONWARNINGS="ignore")
+        return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+    return run
