@@ -1,0 +1,181 @@
+"""The CT bundle through ``monai.bundle``: train, resume after a kill, infer, evaluate, export."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from app.engine.checkpoint import safe_load
+from app.paths import REPO_ROOT
+
+# Small patches and one sample per volume keep each epoch to seconds on CPU; the pipeline is the default one.
+SMALL = {"patch_size": "[32,32,32]", "batch_size": 1, "num_samples": 1, "val_interval": 1, "sw_batch_size": 8}
+TRAIN = ["bundles/ct/train.json"]
+
+
+@pytest.fixture(scope="module")
+def trained(run_bundle, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ct_run")
+    proc = run_bundle("training", TRAIN, run_dir=run_dir, epochs=2, **SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir, proc
+
+
+def test_training_writes_the_run_folder(trained):
+    run_dir, proc = trained
+    log = proc.stdout + proc.stderr
+    assert "epoch 2/2" in log and "val_mean_dice" in log and "ETA" in log
+    for name in (
+        "model.pt",
+        "model_final.pt",
+        "checkpoint.pt",
+        "datalist.json",
+        "config.json",
+        "command.json",
+    ):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").iterdir())
+    state = safe_load(run_dir / "checkpoint.pt")
+    assert state["trainer"]["epoch"] == 2
+    assert {"network", "optimizer", "lr_scheduler", "rng"} <= state.keys()
+    split = json.loads((run_dir / "datalist.json").read_text())
+    assert len(split["training"]) == 8 and len(split["validation"]) == 2 and split["split"]["seed"] == 0
+
+
+def test_second_run_of_the_same_command_resumes(run_bundle, trained):
+    run_dir, _ = trained
+    proc = run_bundle("training", TRAIN, run_dir=run_dir, epochs=3, **SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "resumed from" in log and "at epoch 2/3" in log
+    assert "epoch 3/3" in log and "epoch 1/3" not in log
+    state = safe_load(run_dir / "checkpoint.pt")
+    assert state["trainer"]["epoch"] == 3
+    # AdamW counts its steps: 8 iterations per epoch over 3 epochs only if the optimiser state was restored.
+    steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert steps == {24.0}
+
+
+def test_kill_during_training_then_rerun_resumes(demo_root, tmp_path):
+    run_dir = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        TRAIN[0],
+        "--run_dir",
+        str(run_dir),
+        "--epochs",
+        "4",
+    ]
+    for key, value in SMALL.items():
+        cmd += [f"--{key}", str(value)]
+    env = {"APP_DEMO_DIR": str(demo_root), "PATH": "/usr/bin:/bin", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = safe_load(run_dir / "checkpoint.pt")["trainer"]["epoch"]
+    assert 1 <= saved < 4
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"at epoch {saved}/4" in done.stdout + done.stderr
+    assert safe_load(run_dir / "checkpoint.pt")["trainer"]["epoch"] == 4
+
+
+def test_inference_writes_labels_on_the_input_grid(run_bundle, trained, demo_root, tmp_path):
+    run_dir, _ = trained
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    source = sorted((demo_root / "ct" / "imagesTr").iterdir())[0]
+    (inputs / source.name).write_bytes(source.read_bytes())
+    proc = run_bundle(
+        "inference",
+        TRAIN + ["bundles/ct/inference.json"],
+        run_dir=run_dir,
+        input_dir=inputs,
+        output_dir=tmp_path / "out",
+        **SMALL,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (written,) = (tmp_path / "out").iterdir()
+    assert written.name == source.name.replace(".nii.gz", "_seg.nii.gz")
+    ref, out = nib.load(source), nib.load(written)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-5)
+    assert set(np.unique(np.asanyarray(out.dataobj))) <= {0, 1}
+
+
+def test_evaluate_writes_per_case_csv_and_summary(run_bundle, trained):
+    run_dir, _ = trained
+    proc = run_bundle("evaluating", TRAIN + ["bundles/ct/evaluate.json"], run_dir=run_dir, **SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "eval" / "summary.json").read_text())
+    assert {"val_mean_dice", "val_hd95", "val_surface_dice"} <= summary["metrics"].keys()
+    assert summary["classes"] == {"0": "background", "1": "spleen"}
+    raw = (run_dir / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()
+    assert len(raw) == 1 + 2  # header + the two validation cases
+    assert "ct_" in raw[1]
+
+
+def test_ckpt_export_to_torchscript(trained, tmp_path):
+    run_dir, _ = trained
+    ts = tmp_path / "model.ts"
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(ts),
+        "--ckpt_file",
+        str(run_dir / "model.pt"),
+        "--meta_file",
+        "bundles/ct/metadata.json",
+        "--config_file",
+        TRAIN[0],
+    ]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    extra = {"metadata.json": "", "inference.json": ""}
+    scripted = torch.jit.load(str(ts), _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["name"].startswith("CT spleen")
+    from monai.networks.nets import UNet
+
+    net = UNet(3, 1, 2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
+    net.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
+    net.eval()
+    x = torch.rand(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), atol=1e-5, rtol=1e-4)
+
+
+def test_undeclared_label_values_stop_training_before_it_starts(run_bundle, demo_root, tmp_path):
+    data = tmp_path / "bad"
+    (data / "imagesTr").mkdir(parents=True)
+    (data / "labelsTr").mkdir()
+    for case in sorted((demo_root / "ct" / "imagesTr").iterdir())[:3]:
+        (data / "imagesTr" / case.name).write_bytes(case.read_bytes())
+        label = nib.load(demo_root / "ct" / "labelsTr" / case.name)
+        values = np.asanyarray(label.dataobj).copy()
+        values[values == 1] = 2
+        nib.save(nib.Nifti1Image(values, label.affine), data / "labelsTr" / case.name)
+    proc = run_bundle("training", TRAIN, run_dir=tmp_path / "run", dataset_dir=data, epochs=1, **SMALL)
+    assert proc.returncode != 0
+    assert proc.stderr.count("label has values [0, 2] but the bundle declares [0, 1]") == 3
+    assert "Traceback" not in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
