@@ -266,7 +266,7 @@ def write_datalist(datalist: dict, path: str | Path) -> Path:
     """Write a datalist JSON atomically (temp file + rename); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(datalist, indent=2))
     os.replace(tmp, path)
     logger.info("datalist written to %s", path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def write_summary_json(
     clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()}
     summary = {"metrics": clean, "classes": dict(class_names or {})}
     path = out / "summary.json"
-    tmp = path.with_name(".summary.json.tmp")
+    tmp = path.with_name(f".summary.json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(path)
     logger.info("evaluation summary: %s -> %s", clean, path)
