@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--out", required=True, help="folder to download into")
     fetch.add_argument("--base-url", help="mirror to download from instead of the official host")
     fetch.set_defaults(func=_cmd_fetch)
+
+    from app.slicer_scene import add_parser as add_slicer_scene_parser
+
+    add_slicer_scene_parser(groups)
     return parser
 
 
