@@ -11,6 +11,7 @@ import logging
 import time
 from pathlib import Path
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import (
@@ -27,6 +28,12 @@ from app.engine.checkpoint import ResumableCheckpoint
 __all__ = ["EarlyStopOnValidation", "EpochProgress", "train_handlers", "val_handlers"]
 
 logger = logging.getLogger(__name__)
+
+
+def _rank() -> int:
+    """This process's rank. Every rank must call it: Ignite's first ``get_rank`` creates a process group
+    (a collective), and a rank-0-only ``CheckpointSaver`` would otherwise make that call alone and hang."""
+    return idist.get_rank()
 
 
 def _loss(output) -> float:
@@ -116,7 +123,6 @@ def train_handlers(
     early_stop_patience: int = 0,
     log_every: int = 1,
     tensorboard: bool = True,
-    rank: int = 0,
 ) -> list:
     """Handlers for a ``SupervisedTrainer``.
 
@@ -124,8 +130,10 @@ def train_handlers(
     stopping after ``early_stop_patience`` validations without improvement (0 disables it),
     per-iteration loss logging, epoch progress with ETA, TensorBoard loss curve, a resumable
     full-state checkpoint (``run_dir/checkpoint.pt``) and the final model (``run_dir/model_final.pt``).
-    On ranks other than 0 only the LR schedule and validation are returned (they must run everywhere).
+    Under ``torch.distributed`` only rank 0 logs and saves; the other ranks get the LR schedule,
+    validation and early stopping, which must run everywhere.
     """
+    rank = _rank()
     run_dir = Path(run_dir)
     handlers: list = []
     if lr_scheduler is not None:
@@ -170,12 +178,13 @@ def val_handlers(
     run_dir: str | Path,
     network: torch.nn.Module,
     tensorboard: bool = True,
-    rank: int = 0,
 ) -> list:
     """Handlers for the validation ``SupervisedEvaluator``.
 
-    Best-model checkpoint ``run_dir/model.pt`` on the key metric, metric logging and TensorBoard.
+    Best-model checkpoint ``run_dir/model.pt`` on the key metric, metric logging and TensorBoard;
+    under ``torch.distributed`` on rank 0 only.
     """
+    rank = _rank()
     run_dir = Path(run_dir)
     handlers: list = []
     if rank != 0:
