@@ -51,7 +51,7 @@ def test_uncaught_input_error_is_one_line_per_problem(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 1
-    # (the last lines: with the deploy extra installed, importing holoscan may print a stack-size notice first)
+    # the last lines: with the deploy extra installed, importing holoscan may print a stack notice first
     assert proc.stderr.splitlines()[-3:] == [
         "ERROR /d/a.nii.gz: broken",
         "ERROR /d/b.nii.gz: empty",
