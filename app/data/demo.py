@@ -137,8 +137,8 @@ def _ct_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.
         + ((z - centre[2] - z0) / radii[2]) ** 2
     ) + bumps
     spleen = (spleen_field < 1) & inner & ~spine
-    image[spleen] = float(rng.uniform(100, 120))
-    image += 15 * _smooth_noise(rng, shape, 3) * (image > -500)
+    image[spleen] = float(rng.uniform(130, 150))
+    image += 10 * _smooth_noise(rng, shape, 3) * (image > -500)
     image += rng.normal(0, 12, shape)
     return np.clip(image, -1024, 3071).astype(np.int16), spleen.astype(np.uint8), affine
 
