@@ -1,5 +1,12 @@
 """MONAI-style transforms of the application."""
 
+from app.transforms.channels import (
+    CheckChannels,
+    CheckChannelsd,
+    check_channels,
+    count_channels,
+    group_channel_files,
+)
 from app.transforms.weight_map import (
     BORDER_REGIONS,
     UNetWeightMap,
@@ -10,6 +17,11 @@ from app.transforms.weight_map import (
 )
 
 __all__ = [
+    "CheckChannels",
+    "CheckChannelsd",
+    "check_channels",
+    "count_channels",
+    "group_channel_files",
     "BORDER_REGIONS",
     "UNetWeightMap",
     "UNetWeightMapd",

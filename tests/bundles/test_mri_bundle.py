@@ -1,0 +1,146 @@
+"""The MRI (hippocampus-like, 3 classes) bundle through ``monai.bundle``: train, infer, evaluate,
+multi-channel inputs and the channel-count check."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from app.data.demo import make_mri_demo
+from app.engine.checkpoint import safe_load
+from app.paths import REPO_ROOT
+
+TRAIN = ["bundles/mri/train.json"]
+SMALL = {"val_interval": 1, "sw_batch_size": 8}
+FIRST_CONV = "model.0.conv.unit0.conv.weight"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread per bundle process: far faster than oversubscribed threads on a shared CPU."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        yield
+
+
+@pytest.fixture(scope="module")
+def trained(run_bundle, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("mri_run")
+    proc = run_bundle("training", TRAIN, run_dir=run_dir, epochs=2, **SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir, proc
+
+
+@pytest.fixture(scope="module")
+def two_channel_data(tmp_path_factory):
+    return make_mri_demo(tmp_path_factory.mktemp("mri2") / "data", n_cases=4, n_channels=2)
+
+
+def test_training_reports_per_class_dice_and_writes_the_run_folder(trained):
+    run_dir, proc = trained
+    log = proc.stdout + proc.stderr
+    assert "epoch 2/2" in log
+    for metric in ("val_mean_dice", "val_dice_anterior", "val_dice_posterior", "val_hd95"):
+        assert metric in log, metric
+    files = ("model.pt", "model_final.pt", "checkpoint.pt", "datalist.json", "config.json", "command.json")
+    for name in files:
+        assert (run_dir / name).is_file(), name
+    assert safe_load(run_dir / "checkpoint.pt")["trainer"]["epoch"] == 2
+    split = json.loads((run_dir / "datalist.json").read_text())
+    assert len(split["training"]) == 16 and len(split["validation"]) == 4
+    model = safe_load(run_dir / "model.pt")
+    assert tuple(model[FIRST_CONV].shape[:2]) == (16, 1)  # in_channels followed the one-channel datalist
+
+
+def test_inference_writes_three_class_labels_on_the_input_grid(run_bundle, trained, demo_root, tmp_path):
+    run_dir, _ = trained
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    source = sorted((demo_root / "mri" / "imagesTr").iterdir())[0]
+    (inputs / source.name).write_bytes(source.read_bytes())
+    proc = run_bundle(
+        "inference",
+        TRAIN + ["bundles/mri/inference.json"],
+        run_dir=run_dir,
+        input_dir=inputs,
+        output_dir=tmp_path / "out",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (written,) = (tmp_path / "out").iterdir()
+    assert written.name == source.name.replace(".nii.gz", "_seg.nii.gz")
+    ref, out = nib.load(source), nib.load(written)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-5)
+    assert set(np.unique(np.asanyarray(out.dataobj)).tolist()) <= {0, 1, 2}
+
+
+def test_evaluate_writes_per_case_per_class_csv_and_summary(run_bundle, trained):
+    run_dir, _ = trained
+    command = (run_dir / "command.json").read_text()
+    proc = run_bundle("evaluating", TRAIN + ["bundles/mri/evaluate.json"], run_dir=run_dir, **SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "eval" / "summary.json").read_text())
+    metrics = {"val_mean_dice", "val_dice_anterior", "val_dice_posterior", "val_hd95"}
+    assert metrics <= summary["metrics"].keys()
+    assert summary["classes"] == {"0": "background", "1": "anterior", "2": "posterior"}
+    for metric in ("val_mean_dice", "val_hd95"):
+        with open(run_dir / "eval" / f"{metric}_raw.csv") as f:
+            rows = list(csv.reader(f))
+        assert rows[0] == ["filename", "class0", "class1", "mean"]  # class0 = label 1, class1 = label 2
+        assert len(rows) == 1 + 4 and all("mri_" in r[0] for r in rows[1:])
+    # Evaluation reads the run's saved split: the training record is left as it was.
+    assert (run_dir / "command.json").read_text() == command
+
+
+def test_two_channel_data_sets_in_channels_and_trains(run_bundle, two_channel_data, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_bundle("training", TRAIN, run_dir=run_dir, dataset_dir=two_channel_data, epochs=1, **SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert tuple(safe_load(run_dir / "model.pt")[FIRST_CONV].shape[:2]) == (16, 2)
+    # Inference groups the case_0000/case_0001 files of a folder into two-channel cases.
+    proc = run_bundle(
+        "inference",
+        TRAIN + ["bundles/mri/inference.json"],
+        run_dir=run_dir,
+        input_dir=two_channel_data / "imagesTr",
+        output_dir=tmp_path / "out",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == [f"mri_{i:03d}_0000_seg.nii.gz" for i in range(4)]
+
+
+def test_channel_mismatch_stops_before_training_with_a_clear_error(run_bundle, two_channel_data, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_bundle(
+        "training", TRAIN, run_dir=run_dir, dataset_dir=two_channel_data, in_channels=1, epochs=1, **SMALL
+    )
+    assert proc.returncode != 0
+    assert "has 2 channels but the network expects 1 (in_channels)" in proc.stderr
+    assert "mri_000_0000.nii.gz" in proc.stderr
+    assert "Traceback" not in proc.stderr.splitlines()[-1]
+    assert not (run_dir / "checkpoint.pt").exists()
+    assert not (run_dir / "model.pt").exists()
+
+
+def test_multi_gpu_config_trains_with_two_cpu_processes(demo_root, tmp_path):
+    """``multi_gpu_train.json`` under torchrun (gloo on CPU): rank 0 writes the split, rank 1 reuses it."""
+    run_dir = tmp_path / "ddp"
+    files = "['bundles/mri/train.json','bundles/mri/multi_gpu_train.json']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "monai.bundle", "run", "training", "--config_file", files, "--run_dir", str(run_dir)]
+    cmd += ["--epochs", "1", "--val_interval", "1"]
+    env = dict(os.environ, APP_DEMO_DIR=str(demo_root), PYTHONWARNINGS="ignore")
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "epoch 1/1" in log and "reusing the split saved in" in log
+    assert (run_dir / "model.pt").is_file() and (run_dir / "checkpoint.pt").is_file()
+    assert FIRST_CONV in safe_load(run_dir / "model.pt")  # saved without the DDP "module." prefix
