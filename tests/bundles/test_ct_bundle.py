@@ -179,3 +179,21 @@ def test_undeclared_label_values_stop_training_before_it_starts(run_bundle, demo
     assert proc.stderr.count("label has values [0, 2] but the bundle declares [0, 1]") == 3
     assert "Traceback" not in proc.stderr.splitlines()[-1]
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_inference_on_real_msd_spleen_keeps_shape_and_affine(run_bundle, trained, shared_data, tmp_path):
+    """A real MSD case (512 x 512 x 32, 0.79 x 0.79 x 7.5 mm): the label lands on exactly its grid."""
+    run_dir, _ = trained
+    source = shared_data / "spleen_ct" / "imagesTr" / "spleen_8.nii.gz"
+    proc = run_bundle(
+        "inference",
+        TRAIN + ["bundles/ct/inference.json"],
+        run_dir=run_dir,
+        input_dir=source,
+        output_dir=tmp_path,
+        **{**SMALL, "patch_size": "[96,96,96]"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ref, out = nib.load(source), nib.load(tmp_path / "spleen_8_seg.nii.gz")
+    assert out.shape == ref.shape == (512, 512, 32)
+    np.testing.assert_array_equal(out.affine, ref.affine)
