@@ -84,6 +84,10 @@ def set_rng_state(state: Mapping) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
+def _unwrap(obj: Any) -> Any:
+    return obj.module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
+
+
 class ResumableCheckpoint:
     """Save the whole training state every ``save_interval`` epochs and resume from it on start.
 
@@ -93,6 +97,11 @@ class ResumableCheckpoint:
             The trainer itself and its AMP scaler (``engine.scaler``) are added on ``attach``.
         save_interval: epochs between saves; the last epoch is always saved.
         resume: load the newest valid checkpoint when the trainer starts.
+        save: write checkpoints (False on the non-zero ranks of a distributed run, which must still
+            resume so that every rank continues from the same epoch).
+
+    A ``DistributedDataParallel`` network is saved and loaded through its ``module`` so checkpoints
+    move freely between single-process and distributed runs.
 
     Example::
 
@@ -100,14 +109,20 @@ class ResumableCheckpoint:
     """
 
     def __init__(
-        self, run_dir: str | Path, objects: Mapping[str, Any], save_interval: int = 1, resume: bool = True
+        self,
+        run_dir: str | Path,
+        objects: Mapping[str, Any],
+        save_interval: int = 1,
+        resume: bool = True,
+        save: bool = True,
     ) -> None:
         if save_interval < 1:
             raise ValueError(f"save_interval must be >= 1, got {save_interval}")
         self.run_dir = Path(run_dir)
-        self.objects = {k: v for k, v in objects.items() if v is not None}
+        self.objects = {k: _unwrap(v) for k, v in objects.items() if v is not None}
         self.save_interval = save_interval
         self.resume = resume
+        self.write = save
 
     @property
     def path(self) -> Path:
@@ -116,7 +131,8 @@ class ResumableCheckpoint:
     def attach(self, engine: Engine) -> None:
         if self.resume:
             engine.add_event_handler(Events.STARTED, self.load)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+        if self.write:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
     def _all_objects(self, engine: Engine) -> dict:
         objects = dict(self.objects)

@@ -143,8 +143,8 @@ def train_handlers(
         if early_stop_patience > 0:
             handlers.append(EarlyStopOnValidation(evaluator, early_stop_patience, key_metric))
     objects = {"network": network, "optimizer": optimizer, "lr_scheduler": lr_scheduler}
-    if rank != 0:
-        return handlers
+    if rank != 0:  # every rank resumes from the same checkpoint; only rank 0 writes
+        return handlers + [ResumableCheckpoint(run_dir, objects, save_interval, resume=resume, save=False)]
     handlers.append(
         StatsHandler(
             tag_name="train_loss",

@@ -133,3 +133,19 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         ensure_demo("ct")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_concurrent_first_use_by_two_processes(tmp_path, monkeypatch):
+    """Both ranks of a distributed run may generate the demo at once: both must end with one complete set."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("APP_DEMO_DIR", str(tmp_path))
+    import app.data.demo as demo
+
+    real = demo._MAKERS["mri"]
+    monkeypatch.setitem(demo._MAKERS, "mri", lambda out, seed=0: real(out, seed=seed, n_cases=2))
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: ensure_demo("mri"), range(2)))
+    assert results == [tmp_path / "mri"] * 2
+    assert (tmp_path / "mri" / ".complete").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["mri"]
