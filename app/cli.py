@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     from app.slicer_scene import add_parser as add_slicer_scene_parser
 
     add_slicer_scene_parser(groups)
+    from app.io.onnx_export import add_parser as add_onnx_parser
+
+    add_onnx_parser(groups)
     return parser
 
 

@@ -243,3 +243,38 @@ def test_ddp_two_gloo_processes_train_save_once_and_resume(demo_root, tmp_path):
     state = safe_load(run_dir / "checkpoint.pt")
     assert state["trainer"]["epoch"] == 2
     assert not any(k.startswith("module.") for k in state["network"])  # portable to single-process runs
+
+
+def test_onnx_export_gives_the_checkpoint_predictions(trained, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    run_dir, _ = trained
+    out = tmp_path / "model.onnx"
+    cmd = [
+        sys.executable,
+        "-m",
+        "app",
+        "export-onnx",
+        "--config_file",
+        TRAIN[0],
+        "--ckpt",
+        str(run_dir / "model.pt"),
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(props["metadata.json"])["network_data_format"]["outputs"]["pred"]["num_channels"] == 2
+    from monai.networks.nets import UNet
+
+    net = UNet(3, 1, 2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
+    net.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
+    net.eval()
+    x = torch.rand(2, 1, 32, 48, 64)  # batch and spatial axes are dynamic
+    onnx_out = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x.numpy()}
+    )[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_out, net(x).numpy(), atol=1e-4, rtol=1e-4)

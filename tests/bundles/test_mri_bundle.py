@@ -144,3 +144,53 @@ def test_multi_gpu_config_trains_with_two_cpu_processes(demo_root, tmp_path):
     assert "epoch 1/1" in log and "reusing the split saved in" in log
     assert (run_dir / "model.pt").is_file() and (run_dir / "checkpoint.pt").is_file()
     assert FIRST_CONV in safe_load(run_dir / "model.pt")  # saved without the DDP "module." prefix
+
+
+def test_mri_exports_to_torchscript_and_onnx_with_the_same_predictions(trained, tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    run_dir, _ = trained
+    ts, onnx_path = tmp_path / "model.ts", tmp_path / "model.onnx"
+    export = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(ts),
+        "--ckpt_file",
+        str(run_dir / "model.pt"),
+        "--meta_file",
+        "bundles/mri/metadata.json",
+        "--config_file",
+        TRAIN[0],
+        "--in_channels",
+        "1",
+    ]
+    onnx_cmd = [
+        sys.executable,
+        "-m",
+        "app",
+        "export-onnx",
+        "--config_file",
+        TRAIN[0],
+        "--ckpt",
+        str(run_dir / "model.pt"),
+        "--out",
+        str(onnx_path),
+        "--override",
+        "in_channels=1",
+    ]
+    for cmd in (export, onnx_cmd):
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    x = torch.rand(1, 1, 40, 56, 40)
+    scripted = torch.jit.load(str(ts))
+    with torch.no_grad():
+        reference = scripted(x).numpy()
+    got = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x.numpy()}
+    )[0]
+    np.testing.assert_allclose(got, reference, atol=1e-4, rtol=1e-4)
