@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 
@@ -128,22 +127,6 @@ def test_channel_mismatch_stops_before_training_with_a_clear_error(run_bundle, t
     assert "Traceback" not in proc.stderr.splitlines()[-1]
     assert not (run_dir / "checkpoint.pt").exists()
     assert not (run_dir / "model.pt").exists()
-
-
-def test_multi_gpu_config_trains_with_two_cpu_processes(demo_root, tmp_path):
-    """``multi_gpu_train.json`` under torchrun (gloo on CPU): rank 0 writes the split, rank 1 reuses it."""
-    run_dir = tmp_path / "ddp"
-    files = "['bundles/mri/train.json','bundles/mri/multi_gpu_train.json']"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += ["-m", "monai.bundle", "run", "training", "--config_file", files, "--run_dir", str(run_dir)]
-    cmd += ["--epochs", "1", "--val_interval", "1"]
-    env = dict(os.environ, APP_DEMO_DIR=str(demo_root), PYTHONWARNINGS="ignore")
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    log = proc.stdout + proc.stderr
-    assert "epoch 1/1" in log and "reusing the split saved in" in log
-    assert (run_dir / "model.pt").is_file() and (run_dir / "checkpoint.pt").is_file()
-    assert FIRST_CONV in safe_load(run_dir / "model.pt")  # saved without the DDP "module." prefix
 
 
 def test_mri_exports_to_torchscript_and_onnx_with_the_same_predictions(trained, tmp_path):
