@@ -278,3 +278,29 @@ def test_onnx_export_gives_the_checkpoint_predictions(trained, tmp_path):
     )[0]
     with torch.no_grad():
         np.testing.assert_allclose(onnx_out, net(x).numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_inference_on_a_real_dicom_series_folder(run_bundle, trained, shared_data, tmp_path):
+    """A DICOM series folder (20 JPEG 2000 slices) as input: the label is on the series' own grid."""
+    import SimpleITK as sitk
+
+    run_dir, _ = trained
+    series = shared_data / "ct_dicom_series" / "series"
+    proc = run_bundle(
+        "inference",
+        TRAIN + ["bundles/ct/inference.json"],
+        run_dir=run_dir,
+        input_dir=series,
+        output_dir=tmp_path,
+        **{**SMALL, "patch_size": "[96,96,96]"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = nib.load(tmp_path / "series_seg.nii.gz")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
+    image = reader.Execute()
+    assert out.shape == image.GetSize() == (512, 512, 20)
+    lps = np.eye(4)
+    lps[:3, :3] = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
+    lps[:3, 3] = image.GetOrigin()
+    np.testing.assert_allclose(out.affine, np.diag([-1, -1, 1, 1]) @ lps, atol=1e-4)
