@@ -2,6 +2,13 @@
 
 from app.engine.batch import PrepareBatchWithWeight
 from app.engine.checkpoint import ResumableCheckpoint, atomic_torch_save, safe_load
+from app.engine.distributed import (
+    finalize_distributed,
+    init_distributed,
+    local_device,
+    other_ranks_wait,
+    release_other_ranks,
+)
 from app.engine.handlers import EpochProgress, train_handlers, val_handlers
 from app.engine.optim import make_optimizer
 from app.engine.report import write_summary_json
@@ -22,4 +29,9 @@ __all__ = [
     "val_handlers",
     "default_device",
     "start_run",
+    "init_distributed",
+    "local_device",
+    "other_ranks_wait",
+    "release_other_ranks",
+    "finalize_distributed",
 ]

@@ -168,6 +168,10 @@ class ResumableCheckpoint:
 
     def load(self, engine: Engine) -> None:
         """Restore the newest valid checkpoint into the objects and the trainer (called at STARTED)."""
+        if self.write:
+            for torn in self.run_dir.glob(f".*{CHECKPOINT_NAME}*.tmp"):
+                logger.warning("removing %s, a checkpoint whose writing was cut short", torn)
+                torn.unlink(missing_ok=True)
         for path in self._candidates():
             try:
                 state = safe_load(path)

@@ -13,6 +13,8 @@ import torch
 from monai.bundle import ConfigParser
 from monai.utils import set_determinism
 
+from app.engine.distributed import rank
+
 __all__ = ["start_run", "default_device", "merged_bundle_config"]
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,8 @@ def start_run(run_dir: str | Path, seed: int | None = 0, deterministic: bool = T
         set_determinism(seed=seed, use_deterministic_algorithms=None)
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = not deterministic
+    if rank() > 0:  # under torchrun rank 0 alone records the run
+        return run_dir
     record = {"argv": sys.argv, "cwd": os.getcwd(), "seed": seed, "torch": torch.__version__}
     (run_dir / "command.json").write_text(json.dumps(record, indent=2))
     config = merged_bundle_config()

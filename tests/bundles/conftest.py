@@ -20,18 +20,25 @@ def demo_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def run_bundle(demo_root):
-    """``run_bundle(run_id, [config files], key=value...)`` -> CompletedProcess, run from the repo root."""
+    """``run_bundle(run_id, [config files], key=value...)`` -> CompletedProcess, run from the repo root.
 
-    def run(run_id: str, config_files: list[str], **overrides) -> subprocess.CompletedProcess:
+    ``nproc=N`` launches N gloo processes with ``torchrun --standalone`` (one thread each).
+    """
+
+    def run(run_id: str, config_files: list[str], nproc: int = 1, **overrides) -> subprocess.CompletedProcess:
         files = (
             config_files[0]
             if len(config_files) == 1
             else "[" + ",".join(f"'{c}'" for c in config_files) + "]"
         )
-        cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", files]
+        launcher = [sys.executable]
+        env = dict(os.environ, APP_DEMO_DIR=str(demo_root), PYTHONWARNINGS="ignore")
+        if nproc > 1:
+            launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+            env["OMP_NUM_THREADS"] = "1"
+        cmd = [*launcher, "-m", "monai.bundle", "run", run_id, "--config_file", files]
         for key, value in overrides.items():
             cmd += [f"--{key}", str(value)]
-        env = dict(os.environ, APP_DEMO_DIR=str(demo_root), PYTHONWARNINGS="ignore")
         return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
 
     return run
