@@ -6,6 +6,7 @@ Examples::
     python -m app data check /tmp/demo_ct
     python -m app data datalist ../shared/data/hippocampus --out runs/hippo/datalist.json --seed 0
     python -m app data fetch hippocampus --out /data
+    python -m app report runs/em
 
 Exit codes: 0 success, 1 bad input or failed check (one line per problem, naming the file),
 2 wrong usage.
@@ -94,6 +95,14 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from app.engine.run_report import write_run_report
+
+    path = write_run_report(args.run_dir, key_metric=args.key_metric)
+    logger.info("report written to %s", path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m app`` (other command groups register here too)."""
     parser = argparse.ArgumentParser(prog="python -m app", description="U-Net segmentation app on MONAI")
@@ -131,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--out", required=True, help="folder to download into")
     fetch.add_argument("--base-url", help="mirror to download from instead of the official host")
     fetch.set_defaults(func=_cmd_fetch)
+
+    report = groups.add_parser(
+        "report", help="rebuild a training run's curves.png / overlays.png and write its report.md"
+    )
+    report.add_argument("run_dir", help="run folder of a training run (holds history.csv)")
+    report.add_argument(
+        "--key-metric", default="val_mean_dice", help="validation metric (higher is better) of the best epoch"
+    )
+    report.set_defaults(func=_cmd_report)
 
     from app.slicer_scene import add_parser as add_slicer_scene_parser
 

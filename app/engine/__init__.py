@@ -10,9 +10,12 @@ from app.engine.distributed import (
     release_other_ranks,
 )
 from app.engine.handlers import EpochProgress, train_handlers, val_handlers
+from app.engine.history import TrainingHistory, read_history
 from app.engine.optim import make_optimizer
+from app.engine.overlays import BestWorstCases
 from app.engine.report import write_summary_json
 from app.engine.run import default_device, start_run
+from app.engine.run_report import write_run_report
 from app.errors import install_excepthook
 
 install_excepthook()
@@ -25,6 +28,10 @@ __all__ = [
     "atomic_torch_save",
     "safe_load",
     "EpochProgress",
+    "TrainingHistory",
+    "read_history",
+    "BestWorstCases",
+    "write_run_report",
     "train_handlers",
     "val_handlers",
     "default_device",

@@ -2,7 +2,8 @@
 
 Bundle configs call :func:`train_handlers` and :func:`val_handlers` instead of repeating the same
 twenty lines of handler definitions, so resumable checkpoints, validation, early stopping, LR
-schedules, TensorBoard and progress reporting behave identically in the EM, CT and MRI bundles.
+schedules, TensorBoard, progress reporting and the run's figures (``history.csv`` + ``curves.png``,
+``overlays.png``) behave identically in the EM, CT and MRI bundles.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from monai.handlers import (
 )
 
 from app.engine.checkpoint import ResumableCheckpoint
+from app.engine.history import TrainingHistory, output_loss
+from app.engine.overlays import BestWorstCases
 
 __all__ = ["EarlyStopOnValidation", "EpochProgress", "train_handlers", "val_handlers"]
 
@@ -34,12 +37,6 @@ def _rank() -> int:
     """This process's rank. Every rank must call it: Ignite's first ``get_rank`` creates a process group
     (a collective), and a rank-0-only ``CheckpointSaver`` would otherwise make that call alone and hang."""
     return idist.get_rank()
-
-
-def _loss(output) -> float:
-    """The scalar loss of a trainer output (decollated list of dicts or one dict)."""
-    loss = (output[0] if isinstance(output, list) else output)["loss"]
-    return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
 
 
 class EpochProgress:
@@ -73,7 +70,7 @@ class EpochProgress:
         self._loss_sum, self._loss_count = 0.0, 0
 
     def _on_iteration_completed(self, engine: Engine) -> None:
-        self._loss_sum += float(_loss(engine.state.output))
+        self._loss_sum += output_loss(engine.state.output)
         self._loss_count += 1
 
     def _on_epoch_completed(self, engine: Engine) -> None:
@@ -129,7 +126,9 @@ def train_handlers(
     Returns, in order: LR schedule (epoch level), validation every ``val_interval`` epochs, early
     stopping after ``early_stop_patience`` validations without improvement (0 disables it),
     per-iteration loss logging, epoch progress with ETA, TensorBoard loss curve, a resumable
-    full-state checkpoint (``run_dir/checkpoint.pt``) and the final model (``run_dir/model_final.pt``).
+    full-state checkpoint (``run_dir/checkpoint.pt``), the per-epoch history with its curves
+    (``run_dir/history.csv``, ``run_dir/curves.png``; see :mod:`app.engine.history`) and the final
+    model (``run_dir/model_final.pt``).
     Under ``torch.distributed`` only rank 0 logs and saves; the other ranks get the LR schedule,
     validation and early stopping, which must run everywhere.
     """
@@ -148,7 +147,7 @@ def train_handlers(
     handlers.append(
         StatsHandler(
             tag_name="train_loss",
-            output_transform=_loss,
+            output_transform=output_loss,
             iteration_log=False,
             epoch_log=False,
         )
@@ -159,10 +158,11 @@ def train_handlers(
             TensorBoardStatsHandler(
                 log_dir=str(run_dir / "tensorboard"),
                 tag_name="train_loss",
-                output_transform=_loss,
+                output_transform=output_loss,
             )
         )
     handlers.append(ResumableCheckpoint(run_dir, objects, save_interval=save_interval, resume=resume))
+    handlers.append(TrainingHistory(run_dir, optimizer, evaluator=evaluator))
     handlers.append(
         CheckpointSaver(
             save_dir=str(run_dir),
@@ -181,8 +181,9 @@ def val_handlers(
 ) -> list:
     """Handlers for the validation ``SupervisedEvaluator``.
 
-    Best-model checkpoint ``run_dir/model.pt`` on the key metric, metric logging and TensorBoard;
-    under ``torch.distributed`` on rank 0 only.
+    Best-model checkpoint ``run_dir/model.pt`` on the key metric, metric logging, TensorBoard and
+    the best/worst case overlays (``run_dir/overlays.png`` + ``overlays.npz``; see
+    :mod:`app.engine.overlays`); under ``torch.distributed`` on rank 0 only.
     """
     rank = _rank()
     run_dir = Path(run_dir)
@@ -200,4 +201,5 @@ def val_handlers(
             key_metric_filename="model.pt",
         )
     )
+    handlers.append(BestWorstCases(run_dir))
     return handlers

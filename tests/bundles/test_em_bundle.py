@@ -18,6 +18,8 @@ def test_em_train_infer_evaluate(run_bundle, demo_root, tmp_path):
     assert "val_mean_dice" in proc.stdout + proc.stderr
     for name in ("model.pt", "model_final.pt", "checkpoint.pt", "datalist.json", "config.json"):
         assert (run_dir / name).is_file(), name
+    for name in ("history.csv", "curves.png", "overlays.png"):  # the run's figures, without extra flags
+        assert (run_dir / name).is_file(), name
     datalist = json.loads((run_dir / "datalist.json").read_text())
     assert datalist["training"] and datalist["validation"]
     assert json.loads((run_dir / "config.json").read_text())["tile_size"] == 124
