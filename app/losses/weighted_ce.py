@@ -61,6 +61,10 @@ class WeightedCrossEntropyLoss(nn.Module):
         crop_to_input: centre-crop a target and weight map larger than the logits to the logits' spatial size
             (valid-padding networks predict only the centre of their input); see :func:`center_crop_to`.
             When False, their spatial sizes must equal the logits'.
+        require_weight: raise instead of falling back to the plain cross-entropy when no weight map comes.
+            Only the EM bundle computes one (``app.transforms.UNetWeightMapd`` in ``train#cache``, passed on
+            by ``app.engine.PrepareBatchWithWeight``); ``configs/losses/weighted_ce.json`` sets this, so on
+            another bundle it fails on the first batch instead of silently training an unweighted loss.
 
     Raises:
         ValueError: when ``reduction`` is not one of ``REDUCTIONS``, or ``normalize_by_weight`` is set with a
@@ -68,7 +72,11 @@ class WeightedCrossEntropyLoss(nn.Module):
     """
 
     def __init__(
-        self, reduction: str = "mean", normalize_by_weight: bool = False, crop_to_input: bool = True
+        self,
+        reduction: str = "mean",
+        normalize_by_weight: bool = False,
+        crop_to_input: bool = True,
+        require_weight: bool = False,
     ) -> None:
         super().__init__()
         if reduction not in REDUCTIONS:
@@ -78,6 +86,7 @@ class WeightedCrossEntropyLoss(nn.Module):
         self.reduction = reduction
         self.normalize_by_weight = normalize_by_weight
         self.crop_to_input = crop_to_input
+        self.require_weight = require_weight
 
     def forward(
         self,
@@ -99,10 +108,19 @@ class WeightedCrossEntropyLoss(nn.Module):
             scalar loss, or ``(B, 1, H, W[, D])`` for ``reduction="none"``.
 
         Raises:
-            ValueError: on inconsistent shapes or class indices outside ``[0, K)``.
+            ValueError: on inconsistent shapes or class indices outside ``[0, K)``, or without a weight map
+                when ``require_weight`` is set.
         """
         if isinstance(target, (tuple, list)):
             target, weight = target
+        if weight is None and self.require_weight:
+            raise ValueError(
+                "WeightedCrossEntropyLoss(require_weight=True) got no weight map: the trainer must pass "
+                "(label, weight). Only the EM bundle computes the U-Net weight map "
+                "(app.transforms.UNetWeightMapd in train#cache, app.engine.PrepareBatchWithWeight as "
+                "train#trainer#prepare_batch); on other bundles use another loss overlay, e.g. "
+                "configs/losses/weighted_bce.json."
+            )
         if input.ndim < 3 or input.shape[1] < 2:
             raise ValueError(f"input must be logits (B, K, *spatial) with K >= 2, got {tuple(input.shape)}.")
         n_classes = input.shape[1]

@@ -1,5 +1,6 @@
 """MONAI-style transforms of the application."""
 
+from app.transforms.augment import AUGMENTATION_PRESETS, augmentation_preset
 from app.transforms.channels import (
     CheckChannels,
     CheckChannelsd,
@@ -17,6 +18,8 @@ from app.transforms.weight_map import (
 )
 
 __all__ = [
+    "AUGMENTATION_PRESETS",
+    "augmentation_preset",
     "CheckChannels",
     "CheckChannelsd",
     "check_channels",

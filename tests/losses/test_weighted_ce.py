@@ -115,3 +115,10 @@ def test_bad_arguments_and_shapes():
         loss(LOGITS, TARGET, torch.ones(1, 2, 1, 2))
     with pytest.raises(ValueError, match=r"\[0, 2\)"):
         loss(LOGITS, TARGET * 255)
+
+
+def test_require_weight():
+    loss = WeightedCrossEntropyLoss(require_weight=True)
+    with pytest.raises(ValueError, match="got no weight map"):
+        loss(LOGITS, TARGET)
+    assert loss(LOGITS, (TARGET, WEIGHT)).item() == pytest.approx(0.6342556627317535, rel=1e-6)
