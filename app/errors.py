@@ -43,9 +43,20 @@ def _input_errors_in_chain(exc: BaseException | None) -> list[InputError]:
     return []
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = {id(exc)}
+    while (cause := exc.__cause__ or exc.__context__) is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        exc = cause
+    return exc
+
+
 def install_excepthook() -> None:
     """Make an uncaught input error (even wrapped by ``monai.bundle``'s config evaluation) end the
-    program with one line per problem, naming the file, instead of a long traceback. Exit code 1."""
+    program with one line per problem, naming the file, instead of a long traceback. Exit code 1.
+
+    Any other uncaught error keeps its traceback, followed by one ``ERROR <type>: <message>`` line with
+    the root cause (``monai.bundle`` wraps it in ``Failed to evaluate ConfigExpression`` otherwise)."""
     previous = sys.excepthook
     if getattr(previous, "_app_input_errors", False):
         return
@@ -54,10 +65,13 @@ def install_excepthook() -> None:
         errors = _input_errors_in_chain(exc)
         if not errors:
             previous(exc_type, exc, tb)
+            if isinstance(exc, Exception):
+                root = _root_cause(exc)
+                print(f"ERROR {type(root).__name__}: {root}", file=sys.stderr)
             return
         for err in errors:
             print(f"ERROR {err}", file=sys.stderr)
-        print(f"stopped: {len(errors)} input problem(s); nothing was trained", file=sys.stderr)
+        print(f"stopped: {len(errors)} input problem(s) found before anything was written", file=sys.stderr)
 
     hook._app_input_errors = True  # type: ignore[attr-defined]
     sys.excepthook = hook

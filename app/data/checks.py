@@ -33,6 +33,7 @@ __all__ = [
     "check_dataset",
     "dataset_defaults",
     "assert_valid",
+    "valid_inputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,9 @@ def read_header(path: str | Path) -> Header:
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file does not exist")
+    if path.is_file() and _is_nifti(path):  # before ITK, which may refuse (or allocate) absurd sizes
+        dim = _nifti_header(path)["dim"]
+        _check_size(path, tuple(int(d) for d in dim[1 : max(1, min(int(dim[0]), 7)) + 1]))
     reader = sitk.ImageFileReader()
     try:
         reader.SetFileName(_dicom_series_files(path)[0] if path.is_dir() else str(path))
@@ -116,13 +120,7 @@ def read_header(path: str | Path) -> Header:
             header.direction,
             header.components,
         )
-    n_voxels = int(np.prod(header.size, dtype=np.float64))
-    if n_voxels == 0:
-        raise InputError(path, f"image is empty (size {header.size})")
-    if n_voxels > MAX_VOXELS:
-        raise InputError(
-            path, f"header claims {header.size} = {n_voxels:.3g} voxels, more than {MAX_VOXELS:.3g}"
-        )
+    _check_size(path, header.size)
     return header
 
 
@@ -135,9 +133,8 @@ def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith((".nii", ".nii.gz"))
 
 
-def _nifti_spacing(path: Path) -> tuple[float, ...]:
-    """Spacing as stored in a NIfTI header, unchecked: ITK and nibabel both silently replace zero
-    pixdims by 1 when loading, which would hide a broken header."""
+def _nifti_header(path: Path) -> nib.Nifti1Header:
+    """The raw NIfTI-1 or NIfTI-2 header of ``path``, unchecked and without reading pixels."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
@@ -147,11 +144,25 @@ def _nifti_spacing(path: Path) -> tuple[float, ...]:
             if len(raw) >= 4 and int.from_bytes(raw[:4], "little") in (540, 469893120)
             else nib.Nifti1Header
         )
-        header = klass.from_fileobj(io.BytesIO(raw), check=False)
+        return klass.from_fileobj(io.BytesIO(raw), check=False)
     except Exception as e:  # gzip and nibabel raise several types for corrupt headers
         raise InputError(path, f"cannot be read as NIfTI ({type(e).__name__}: {e})") from e
+
+
+def _nifti_spacing(path: Path) -> tuple[float, ...]:
+    """Spacing as stored in a NIfTI header, unchecked: ITK and nibabel both silently replace zero
+    pixdims by 1 when loading, which would hide a broken header."""
+    header = _nifti_header(path)
     dims = int(header["dim"][0])
     return tuple(float(v) for v in header["pixdim"][1 : dims + 1])
+
+
+def _check_size(path: Path, size: tuple[int, ...]) -> None:
+    n_voxels = int(np.prod(size, dtype=np.float64))
+    if n_voxels == 0:
+        raise InputError(path, f"image is empty (size {size})")
+    if n_voxels > MAX_VOXELS:
+        raise InputError(path, f"header claims {size} = {n_voxels:.3g} voxels, more than {MAX_VOXELS:.3g}")
 
 
 def read_array(path: str | Path) -> np.ndarray:
@@ -311,6 +322,17 @@ def check_dataset(folder: str | Path, opt: CheckOptions | None = None) -> list[I
     except InputError as e:
         return [e]
     return check_datalist(entries, opt)
+
+
+def valid_inputs(entries: Sequence[dict], spatial_dims: int) -> list[dict]:
+    """``entries`` (images to predict, no labels) after checking every one, so inference writes no
+    output at all when one input is bad.
+
+    Raises:
+        InputErrors: listing every unreadable, wrongly shaped, zero-spaced, NaN/Inf or blank image.
+    """
+    assert_valid(entries, CheckOptions(spatial_dims=spatial_dims))
+    return list(entries)
 
 
 def assert_valid(entries: Sequence[dict], opt: CheckOptions) -> None:

@@ -315,14 +315,17 @@ def segment(image: sitk.Image, model: BundleModel, sw_batch_size: int = 4) -> si
         and direction; values ``0 .. num_classes - 1``.
     """
     from monai.data import MetaTensor
-    from monai.inferers import SlidingWindowInferer
     from monai.transforms import Invertd
+
+    from app.inferers import FallbackSlidingWindowInferer
 
     start = time.perf_counter()
     preprocessing = _preprocessing(model)
     data = preprocessing({"image": _to_metatensor(image)})
-    inferer = SlidingWindowInferer(
-        roi_size=model.roi_size, sw_batch_size=sw_batch_size, overlap=0.5, mode="gaussian", progress=False
+    inferer = (
+        FallbackSlidingWindowInferer(  # a GPU out of memory halves the window batch, then stitches on CPU
+            roi_size=model.roi_size, sw_batch_size=sw_batch_size, overlap=0.5, mode="gaussian", progress=False
+        )
     )
     batch = data["image"].as_tensor()[None].to(model.device)
     logger.info("preprocessed to %s in %.1f s", tuple(batch.shape[2:]), time.perf_counter() - start)

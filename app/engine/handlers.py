@@ -15,6 +15,7 @@ from pathlib import Path
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
+from ignite.metrics import Average
 from monai.handlers import (
     CheckpointSaver,
     EarlyStopHandler,
@@ -25,10 +26,10 @@ from monai.handlers import (
 )
 
 from app.engine.checkpoint import ResumableCheckpoint
-from app.engine.history import TrainingHistory, output_loss
+from app.engine.history import EPOCH_LOSS, TrainingHistory, output_loss
 from app.engine.overlays import BestWorstCases
 
-__all__ = ["EarlyStopOnValidation", "EpochProgress", "train_handlers", "val_handlers"]
+__all__ = ["EarlyStopOnValidation", "EpochLoss", "EpochProgress", "train_handlers", "val_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,17 @@ def _rank() -> int:
     """This process's rank. Every rank must call it: Ignite's first ``get_rank`` creates a process group
     (a collective), and a rank-0-only ``CheckpointSaver`` would otherwise make that call alone and hang."""
     return idist.get_rank()
+
+
+class EpochLoss:
+    """The epoch's mean training loss over every iteration of every rank, as the trainer metric
+    ``train_loss`` (Ignite's :class:`~ignite.metrics.Average`, all-reduced under ``torch.distributed``).
+
+    Attach it on every rank, before the handlers that report the loss.
+    """
+
+    def attach(self, engine: Engine) -> None:
+        Average(output_transform=output_loss, device=idist.device()).attach(engine, EPOCH_LOSS)
 
 
 class EpochProgress:
@@ -77,10 +89,11 @@ class EpochProgress:
         epoch, max_epochs = engine.state.epoch, engine.state.max_epochs
         if epoch % self.every and epoch != max_epochs:
             return
+        loss = engine.state.metrics.get(EPOCH_LOSS, self._loss_sum / max(self._loss_count, 1))
         elapsed = time.perf_counter() - self._start
         done = epoch - self._start_epoch
         eta = elapsed / max(done, 1) * (max_epochs - epoch)
-        parts = [f"epoch {epoch}/{max_epochs}", f"loss {self._loss_sum / max(self._loss_count, 1):.4f}"]
+        parts = [f"epoch {epoch}/{max_epochs}", f"loss {loss:.4f}"]
         if self.evaluator is not None and self.key_metric in self.evaluator.state.metrics:
             parts.append(f"{self.key_metric} {self.evaluator.state.metrics[self.key_metric]:.4f}")
             best = getattr(self.evaluator.state, "best_metric", None)
@@ -123,8 +136,9 @@ def train_handlers(
 ) -> list:
     """Handlers for a ``SupervisedTrainer``.
 
-    Returns, in order: LR schedule (epoch level), validation every ``val_interval`` epochs, early
-    stopping after ``early_stop_patience`` validations without improvement (0 disables it),
+    Returns, in order: the epoch loss (mean over all ranks), LR schedule (epoch level), validation
+    every ``val_interval`` epochs, early stopping after ``early_stop_patience`` validations without
+    improvement (0 disables it),
     per-iteration loss logging, epoch progress with ETA, TensorBoard loss curve, a resumable
     full-state checkpoint (``run_dir/checkpoint.pt``), the per-epoch history with its curves
     (``run_dir/history.csv``, ``run_dir/curves.png``; see :mod:`app.engine.history`) and the final
@@ -134,7 +148,7 @@ def train_handlers(
     """
     rank = _rank()
     run_dir = Path(run_dir)
-    handlers: list = []
+    handlers: list = [EpochLoss()]
     if lr_scheduler is not None:
         handlers.append(LrScheduleHandler(lr_scheduler=lr_scheduler, print_lr=False))
     if evaluator is not None:

@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 HISTORY_NAME = "history.csv"
 CURVES_NAME = "curves.png"
 BASE_COLUMNS = ("epoch", "train_loss", "lr")
+EPOCH_LOSS = "train_loss"
+"""Name of the trainer metric :class:`app.engine.handlers.EpochLoss` computes (mean over all ranks)."""
 
 
 def output_loss(output: Any) -> float:
@@ -199,6 +201,7 @@ class TrainingHistory:
     def _on_epoch_completed(self, engine: Engine) -> None:
         epoch = engine.state.epoch
         loss = self._loss_sum / self._loss_count if self._loss_count else math.nan
+        loss = float(engine.state.metrics.get(EPOCH_LOSS, loss))  # all ranks' mean when distributed
         row: dict[str, float] = {"epoch": epoch, "train_loss": loss, "lr": self._lr}
         row.update(self._pending.pop(epoch, {}))
         self.rows.append(row)

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
@@ -53,13 +54,22 @@ class EMMetricsHandler:
             row.update(em_metrics(self._classes(pred) > 0, self._classes(label) > 0))
             self._rows.append(row)
 
+    def _all_rows(self) -> list[dict]:
+        """Every rank's rows under ``torch.distributed`` (each rank validated its share), else ours."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return self._rows
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, self._rows)
+        return [row for part in parts for row in part]
+
     def _on_epoch(self, engine: Engine) -> None:
+        rows = self._all_rows()
         for key in EM_METRICS:
-            values = [r[key] for r in self._rows if not np.isnan(r[key])]
+            values = [r[key] for r in rows if not np.isnan(r[key])]
             engine.state.metrics[self.prefix + key] = float(np.mean(values)) if values else float("nan")
-        if self.output_dir is not None:
-            csv_path, _ = write_em_report(self._rows, self.output_dir)
-            logger.info("EM metrics of %d images written to %s", len(self._rows), csv_path)
+        if self.output_dir is not None and (not dist.is_initialized() or dist.get_rank() == 0):
+            csv_path, _ = write_em_report(rows, self.output_dir)
+            logger.info("EM metrics of %d images written to %s", len(rows), csv_path)
 
 
 def _name(item: dict) -> str:

@@ -273,13 +273,24 @@ def test_bad_input_fails_with_one_error_line_and_writes_nothing(
 
 
 def test_no_patient_name_in_logs_of_a_successful_run(copy_series, threshold_bundle, tmp_path, caplog, capfd):
-    series = copy_series(3, edit={"PatientName": "SECRET^NAME", "PatientID": "SECRETID"})
+    identity = {"PatientName": "SECRET^NAME", "PatientID": "SECRETID", "PatientBirthDate": "19010203"}
+    series = copy_series(3, edit=identity)
     with caplog.at_level(logging.DEBUG):
         assert _main(["-i", series, "-o", tmp_path / "out", "-m", threshold_bundle, "--stl"]) == 0
     captured = capfd.readouterr()
-    assert "SECRET" not in caplog.text + captured.out + captured.err
+    for text in [caplog.text + captured.out + captured.err, *(p.name for p in (tmp_path / "out").rglob("*"))]:
+        assert "SECRET" not in text and "19010203" not in text
     seg = pydicom.dcmread(tmp_path / "out" / f"{BASE}_seg.dcm", stop_before_pixels=True)
     assert str(seg.PatientName) == "SECRET^NAME"  # the SEG itself keeps the patient's identity
+
+
+def test_a_series_description_cannot_write_outside_the_output_folder(copy_series, threshold_bundle, tmp_path):
+    series = copy_series(3, edit={"SeriesDescription": "../../escaped/x"})
+    out = tmp_path / "results" / "out"
+    assert _main(["-i", series, "-o", out, "-m", threshold_bundle]) == 0
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert written and all(p.startswith("results/out/") or p.startswith("series/") for p in written), written
+    assert not (tmp_path / "escaped").exists()
 
 
 def test_failure_while_writing_leaves_the_output_folder_untouched(

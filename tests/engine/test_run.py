@@ -55,5 +55,19 @@ def test_uncaught_input_error_is_one_line_per_problem(tmp_path):
     assert proc.stderr.splitlines()[-3:] == [
         "ERROR /d/a.nii.gz: broken",
         "ERROR /d/b.nii.gz: empty",
-        "stopped: 2 input problem(s); nothing was trained",
+        "stopped: 2 input problem(s) found before anything was written",
     ]
+
+
+def test_other_uncaught_errors_end_with_their_root_cause(tmp_path):
+    code = (
+        "import app.engine\n"
+        "try:\n"
+        "    raise ValueError('stack expects each tensor to be equal size')\n"
+        "except ValueError as e:\n"
+        "    raise RuntimeError('Failed to evaluate ConfigExpression') from e\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr  # the traceback is kept for a real bug
+    assert proc.stderr.splitlines()[-1] == "ERROR ValueError: stack expects each tensor to be equal size"
