@@ -7,6 +7,7 @@ Examples::
     python -m app data datalist ../shared/data/hippocampus --out runs/hippo/datalist.json --seed 0
     python -m app data fetch hippocampus --out /data
     python -m app report runs/em
+    python -m app study weight_maps --preset cpu
 
 Exit codes: 0 success, 1 bad input or failed check (one line per problem, naming the file),
 2 wrong usage.
@@ -24,6 +25,8 @@ from app.errors import InputError, InputErrors
 __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("app")
+
+STUDY_OUT = "docs/study"
 
 
 def _labels(text: str) -> frozenset[int]:
@@ -103,6 +106,40 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_command(args: argparse.Namespace) -> str:
+    """The ``python -m app study`` command line of ``args``, as the study report quotes it."""
+    import shlex
+
+    cmd = ["python", "-m", "app", "study", args.name, "--preset", args.preset]
+    if args.runs_dir is not None:
+        cmd += ["--runs-dir", args.runs_dir]
+    if args.out != STUDY_OUT:
+        cmd += ["--out", args.out]
+    return shlex.join(cmd + (["--report-only"] if args.report_only else []))
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from app.study.aggregate import collect_results
+    from app.study.config import load_study, plan_study
+    from app.study.report import write_study_report
+    from app.study.runner import StudyRunError, run_study
+
+    plan = plan_study(load_study(args.name), args.preset, args.runs_dir)
+    if not args.report_only:
+        try:
+            run_study(plan)
+        except StudyRunError as e:
+            logger.error("%s", e)
+            return 1
+    results = collect_results(plan)
+    if not results.runs:
+        folder = plan.runs_dir / args.name / args.preset
+        raise InputError(folder, "no run has a history yet: run the study without --report-only")
+    path = write_study_report(results, args.out, command=_study_command(args))
+    logger.info("study report written to %s", path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m app`` (other command groups register here too)."""
     parser = argparse.ArgumentParser(prog="python -m app", description="U-Net segmentation app on MONAI")
@@ -149,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--key-metric", default="val_mean_dice", help="validation metric (higher is better) of the best epoch"
     )
     report.set_defaults(func=_cmd_report)
+
+    from app.study.config import PRESETS, available_studies
+
+    study = groups.add_parser(
+        "study", help="run a multi-seed study (configs/studies/<name>.json) and write its report"
+    )
+    study.add_argument("name", help=f"study to run: {', '.join(available_studies())}")
+    study.add_argument("--preset", default="cpu", choices=PRESETS, help="budget: cpu (default), gpu or tiny")
+    study.add_argument("--runs-dir", help="parent of the run folders (default: runs/study)")
+    study.add_argument("--out", default=STUDY_OUT, help=f"folder of the report (default: {STUDY_OUT})")
+    study.add_argument("--report-only", action="store_true", help="report the runs already made, start none")
+    study.set_defaults(func=_cmd_study)
 
     from app.slicer_scene import add_parser as add_slicer_scene_parser
 
