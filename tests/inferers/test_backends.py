@@ -1,0 +1,85 @@
+"""Inference backends give the outputs of the plain PyTorch network.
+
+Tolerances: channels-last 1e-5 absolute (same arithmetic, other summation order); ONNX Runtime 1e-4
+absolute and relative (batch norm folded into the convolutions), as the ONNX export test of the bundle.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from monai.networks.nets import UNet
+
+from app.inferers.backends import OnnxRuntimeNetwork, inference_network
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _unet(seed: int = 0) -> UNet:
+    torch.manual_seed(seed)
+    net = UNet(3, 1, 2, channels=(4, 8, 16), strides=(2, 2), num_res_units=2, norm="batch")
+    with torch.no_grad():  # non-trivial batch-norm statistics, so that folding them is exercised
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm3d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def test_channels_last_gives_the_plain_outputs_and_keeps_loading_checkpoints():
+    plain = _unet()
+    fast = inference_network(_unet(seed=1), channels_last=True)
+    assert fast.model[0].conv.unit0.conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    fast.load_state_dict(plain.state_dict())  # as CheckpointLoader does after the network is built
+    x = torch.rand(2, 1, 24, 20, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=0)
+
+
+def test_torch_backend_returns_the_network_itself():
+    net = _unet()
+    assert inference_network(net) is net
+
+
+def test_unknown_backend_is_rejected_with_the_valid_ones():
+    with pytest.raises(ValueError, match="must be one of .*'torch', 'onnxruntime'"):
+        inference_network(_unet(), backend="onnx")
+
+
+def test_channels_last_is_ignored_by_onnxruntime():
+    net = _unet()
+    wrapped = inference_network(net, backend="onnxruntime", channels_last=True)
+    assert isinstance(wrapped, OnnxRuntimeNetwork) and wrapped.network is net
+    assert net.model[0].conv.unit0.conv.weight.is_contiguous()
+
+
+def test_onnxruntime_gives_the_plain_outputs_and_follows_weight_changes():
+    pytest.importorskip("onnxruntime")
+    torch_net = _unet()
+    ort_net = inference_network(torch_net, backend="onnxruntime").eval()
+    assert isinstance(ort_net, OnnxRuntimeNetwork)
+    x = torch.rand(3, 1, 24, 16, 32)  # batch and spatial sizes other than the export's
+    with torch.no_grad():
+        torch.testing.assert_close(ort_net(x), torch_net(x), atol=1e-4, rtol=1e-4)
+        session = ort_net._session
+        ort_net(x[:1])
+        assert ort_net._session is session  # same weights: no new export
+        torch_net.load_state_dict(_unet(seed=2).state_dict())
+        torch.testing.assert_close(ort_net(x), torch_net(x), atol=1e-4, rtol=1e-4)
+        assert ort_net._session is not session
+
+
+def test_onnxruntime_wrapper_trains_through_pytorch():
+    net = OnnxRuntimeNetwork(copy.deepcopy(_unet())).train()
+    x = torch.rand(2, 1, 16, 16, 16)
+    net(x).sum().backward()
+    assert net.network.model[0].conv.unit0.conv.weight.grad is not None
+    assert net._session is None
