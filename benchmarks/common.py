@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from app.paths import REPO_ROOT
+from app.study.hardware import cpu_model
 
 __all__ = [
     "RESULTS_DIR",
@@ -215,23 +216,13 @@ def dice(a: np.ndarray, b: np.ndarray, label: int = 1) -> float:
     return 1.0 if total == 0 else 2.0 * int((in_a & in_b).sum()) / total
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def hardware(device: torch.device | str = "cpu") -> dict[str, Any]:
     """What the numbers were measured on: CPU model and cores, GPU, library versions, date (UTC), and
     the load average when the benchmark ended (other processes' share of the cores)."""
     import monai
 
     info: dict[str, Any] = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_cores": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),

@@ -7,10 +7,11 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["describe_hardware"]
+__all__ = ["cpu_model", "describe_hardware"]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -36,7 +37,7 @@ def describe_hardware() -> dict[str, str | int]:
     import torch  # imported here: reading a study's files should not need it
 
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": _usable_cores(),
         "threads": os.environ.get("OMP_NUM_THREADS", "default"),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
