@@ -27,6 +27,8 @@ from monai.inferers import Inferer
 from monai.utils import convert_data_type, convert_to_dst_type, ensure_tuple_rep
 from torch import nn
 
+from app.inferers.tta import apply_symmetry, flip_combinations, invert_symmetry, square_symmetries
+
 __all__ = ["BLEND_MODES", "PADDING_MODES", "OverlapTileInferer", "mirror_pad"]
 
 logger = logging.getLogger(__name__)
@@ -222,13 +224,13 @@ class OverlapTileInferer(Inferer):
             raise ValueError(f"roi_size {roi} must exceed 2 * margin {margin} in every dimension")
 
         if self.tta:
-            transforms = _tta_transforms(n_dims)
+            symmetries = square_symmetries() if n_dims == 2 else flip_combinations(range(n_dims))
             output = None
-            for rotations, flips in transforms:
-                pred = self._infer(_augment(image, rotations, flips), network, roi, margin, args, kwargs)
-                pred = _unaugment(pred, rotations, flips)
+            for symmetry in symmetries:
+                pred = self._infer(apply_symmetry(image, symmetry), network, roi, margin, args, kwargs)
+                pred = invert_symmetry(pred, symmetry)
                 output = pred if output is None else output + pred
-            output = output / len(transforms)
+            output = output / len(symmetries)
         else:
             output = self._infer(image, network, roi, margin, args, kwargs)
         if temp_meta is not None:
@@ -373,27 +375,3 @@ def _first(output: Any) -> torch.Tensor:
 
 def _slices(start: Sequence[int], size: Sequence[int]) -> tuple[slice, ...]:
     return tuple(slice(s, s + n) for s, n in zip(start, size, strict=True))
-
-
-def _tta_transforms(n_dims: int) -> list[tuple[int, tuple[int, ...]]]:
-    """``(quarter turns in the first two spatial dims, flipped dims)`` for test-time augmentation.
-
-    2D: the 8 symmetries of the square (4 rotations, each with and without a flip); otherwise the
-    ``2**n_dims`` combinations of flips along the spatial axes.
-    """
-    if n_dims == 2:
-        return [(k, flips) for k in range(4) for flips in ((), (3,))]
-    axes = range(2, n_dims + 2)
-    return [(0, flips) for r in range(n_dims + 1) for flips in itertools.combinations(axes, r)]
-
-
-def _augment(image: torch.Tensor, rotations: int, flips: tuple[int, ...]) -> torch.Tensor:
-    if flips:
-        image = torch.flip(image, flips)
-    return torch.rot90(image, rotations, dims=(2, 3)) if rotations else image
-
-
-def _unaugment(pred: torch.Tensor, rotations: int, flips: tuple[int, ...]) -> torch.Tensor:
-    if rotations:
-        pred = torch.rot90(pred, -rotations, dims=(2, 3))
-    return torch.flip(pred, flips) if flips else pred

@@ -11,6 +11,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+from monai.bundle import ConfigParser
 
 from app.data.demo import make_mri_demo
 from app.engine.checkpoint import safe_load
@@ -96,6 +97,30 @@ def test_evaluate_writes_per_case_per_class_csv_and_summary(run_bundle, trained)
         assert len(rows) == 1 + 4 and all("mri_" in r[0] for r in rows[1:])
     # Evaluation reads the run's saved split: the training record is left as it was.
     assert (run_dir / "command.json").read_text() == command
+
+
+def _parsed(files: list[str], key: str, **overrides):
+    parser = ConfigParser()
+    parser.read_meta(REPO_ROOT / "bundles/mri/metadata.json")
+    parser.read_config([str(REPO_ROOT / f) for f in files])
+    parser.update(overrides)
+    return parser.get_parsed_content(key)
+
+
+@pytest.mark.parametrize(
+    ("files", "overrides", "axes"),
+    [
+        (TRAIN, {}, ()),  # validation during training: one plain pass
+        (TRAIN + ["bundles/mri/evaluate.json"], {}, (0,)),
+        (TRAIN + ["bundles/mri/inference.json"], {}, (0,)),
+        (TRAIN + ["bundles/mri/evaluate.json"], {"flip_axes": [0, 2]}, (0, 2)),
+        (TRAIN + ["bundles/mri/inference.json"], {"tta": False}, ()),
+    ],
+)
+def test_test_time_mirroring_follows_the_training_flips(files, overrides, axes):
+    assert _parsed(files, "validate#inferer", **overrides).spatial_axes == axes
+    flips = _parsed(files, "train#augmentation", **overrides)[2].transforms
+    assert [f.flipper.spatial_axis for f in flips] == list(overrides.get("flip_axes", [0]))
 
 
 def test_two_channel_data_sets_in_channels_and_trains(run_bundle, two_channel_data, tmp_path):
