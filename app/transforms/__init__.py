@@ -1,6 +1,7 @@
 """MONAI-style transforms of the application."""
 
 from app.transforms.augment import AUGMENTATION_PRESETS, augmentation_preset
+from app.transforms.cells import CellSegmentationd
 from app.transforms.channels import (
     CheckChannels,
     CheckChannelsd,
@@ -20,6 +21,7 @@ from app.transforms.weight_map import (
 __all__ = [
     "AUGMENTATION_PRESETS",
     "augmentation_preset",
+    "CellSegmentationd",
     "CheckChannels",
     "CheckChannelsd",
     "check_channels",

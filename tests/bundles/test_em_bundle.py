@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import itk
 import numpy as np
 from PIL import Image
 
@@ -39,6 +40,17 @@ def test_em_train_infer_evaluate(run_bundle, demo_root, tmp_path):
         assert mask.shape == prob.shape == np.array(Image.open(image)).shape
         assert set(np.unique(mask)) <= {0, 255}
         assert 0.0 <= prob.min() and prob.max() <= 1.0
+        cells = np.asarray(itk.imread(str(run_dir / "predictions" / f"{image.stem}_cells.tif")))
+        assert cells.shape == mask.shape and cells.dtype == np.int32
+        if (mask == 255).any():  # a partition into the mask's cells, numbered from 1
+            assert cells.min() >= 1 and len(np.unique(cells[mask == 255])) == cells.max()
+            # on the mask's grid: two cell pixels side by side always belong to the same cell
+            for axis in (0, 1):
+                differ = np.diff(cells.astype(np.int64), axis=axis) != 0
+                both_cell = (np.diff((mask == 255).astype(np.int8), axis=axis) == 0) & (
+                    np.take(mask, range(mask.shape[axis] - 1), axis=axis) == 255
+                )
+                assert not (differ & both_cell).any()
 
     proc = run_bundle(
         "evaluating", ["bundles/em/train.json", "bundles/em/evaluate.json"], run_dir=run_dir, **SMALL

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from app.metrics import EM_METRICS, em_metrics, em_metrics_table, to_binary_mask, write_em_report
+from app.metrics import (
+    EM_METRICS,
+    cell_segmentation,
+    em_metrics,
+    em_metrics_table,
+    to_binary_mask,
+    write_em_report,
+)
 
 # Two 2 x 3 cells separated by a one-pixel membrane column.
 TWO_CELLS = np.array([[1, 1, 0, 1, 1], [1, 1, 0, 1, 1]], dtype=np.uint8)
@@ -37,6 +44,8 @@ def test_identical_segmentations():
         "vi_split": 0.0,
         "vi_merge": 0.0,
         "vi": 0.0,
+        "cell_rand_error": 0.0,
+        "cell_vi": 0.0,
     }
 
 
@@ -61,6 +70,36 @@ def test_split_of_a_cell():
     assert scores["vi_split"] > 0 and scores["vi_merge"] == pytest.approx(0.0)
 
 
+def test_thick_membrane_merges_the_strict_cells_but_not_the_cell_segmentation():
+    pred = np.array([[1, 0, 0, 0, 1], [1, 0, 0, 0, 1]])  # membrane drawn 3 px wide: cells half covered
+    scores = em_metrics(pred, TWO_CELLS)
+    # Strict: the predicted membrane is one segment holding half of each label cell. Over the 8 label-
+    # foreground pixels, contingency (A, p1) = (A, 0) = (B, 0) = (B, p2) = 2. Same-cell pairs: label
+    # 2 * 4^2 - 8 = 24, prediction 2^2 + 4^2 + 2^2 - 8 = 16, both 4 * 2^2 - 8 = 8: precision 8 / 16,
+    # recall 8 / 24, Rand F-score 0.4.
+    assert scores["rand_error"] == pytest.approx(0.6)
+    # Grown to the nearest cell, columns 0-1 join the left cell and 3-4 the right one: a perfect split.
+    assert scores["cell_rand_error"] == pytest.approx(0.0) and scores["cell_vi"] == pytest.approx(0.0)
+    cells = cell_segmentation(pred)
+    assert (
+        cells.dtype == np.int32
+        and set(np.unique(cells[:, [0, 1]])) == {1}
+        and set(np.unique(cells[:, [3, 4]])) == {2}
+    )
+
+
+def test_cell_segmentation_partitions_the_plane():
+    mask = np.zeros((6, 6), dtype=np.uint8)
+    mask[0, 0] = mask[5, 5] = 1
+    cells = cell_segmentation(mask * 255)
+    assert set(np.unique(cells)) == {1, 2}  # every pixel in a cell
+    assert cells[0, 1] == cells[1, 0] == 1 and cells[4, 5] == cells[5, 4] == 2
+    assert cell_segmentation(np.zeros((3, 3))).tolist() == [[0] * 3] * 3
+    assert cell_segmentation(np.ones((2, 2))).tolist() == [[1, 1], [1, 1]]
+    with pytest.raises(ValueError, match="connectivity"):
+        cell_segmentation(mask, connectivity=4)
+
+
 def test_connectivity():
     label = np.array([[1, 0], [0, 1]])
     four = em_metrics(np.ones((2, 2)), label, connectivity=1)
@@ -80,7 +119,10 @@ def test_value_ranges_and_types_agree():
 def test_empty_label():
     scores = em_metrics(np.zeros((3, 3)), np.zeros((3, 3)))
     assert scores["pixel_error"] == 0.0 and scores["iou"] == 1.0 and scores["dice"] == 1.0
-    assert all(math.isnan(scores[k]) for k in ("rand_error", "vi_split", "vi_merge", "vi"))
+    assert all(
+        math.isnan(scores[k])
+        for k in ("rand_error", "vi_split", "vi_merge", "vi", "cell_rand_error", "cell_vi")
+    )
 
 
 def test_bad_inputs():
