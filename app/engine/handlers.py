@@ -120,6 +120,11 @@ class EarlyStopOnValidation:
         ).attach(self.evaluator)
 
 
+def _epoch_loss(engine: Engine) -> float:
+    """The value a ``ReduceLROnPlateau`` steps on: the epoch's mean training loss."""
+    return float(engine.state.metrics[EPOCH_LOSS])
+
+
 def train_handlers(
     run_dir: str | Path,
     network: torch.nn.Module,
@@ -136,7 +141,8 @@ def train_handlers(
 ) -> list:
     """Handlers for a ``SupervisedTrainer``.
 
-    Returns, in order: the epoch loss (mean over all ranks), LR schedule (epoch level), validation
+    Returns, in order: the epoch loss (mean over all ranks), LR schedule (epoch level;
+    ``ReduceLROnPlateau`` steps on that epoch loss, available every epoch on every rank), validation
     every ``val_interval`` epochs, early stopping after ``early_stop_patience`` validations without
     improvement (0 disables it),
     per-iteration loss logging, epoch progress with ETA, TensorBoard loss curve, a resumable
@@ -149,7 +155,9 @@ def train_handlers(
     rank = _rank()
     run_dir = Path(run_dir)
     handlers: list = [EpochLoss()]
-    if lr_scheduler is not None:
+    if isinstance(lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        handlers.append(LrScheduleHandler(lr_scheduler, print_lr=False, step_transform=_epoch_loss))
+    elif lr_scheduler is not None:
         handlers.append(LrScheduleHandler(lr_scheduler=lr_scheduler, print_lr=False))
     if evaluator is not None:
         handlers.append(ValidationHandler(validator=evaluator, interval=val_interval, epoch_level=True))

@@ -153,6 +153,8 @@ def test_every_arm_builds_its_network_loss_and_schedule(name, tmp_path):
         if run.arm == "adam_cosine":
             assert type(scheduler).__name__ == "CosineAnnealingLR"
             assert type(scheduler.optimizer).__name__ == "Adam"
+        if run.arm == "adam_plateau":
+            assert type(scheduler).__name__ == "ReduceLROnPlateau" and scheduler.patience == 3
         if run.arm == "sgd_0.99":
             assert scheduler.optimizer.param_groups[0]["momentum"] == 0.99
     assert not any(tmp_path.iterdir())  # resolving these items starts no run

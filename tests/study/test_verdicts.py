@@ -218,8 +218,11 @@ def test_a_claim_about_an_arm_outside_the_preset_says_so(tmp_path, write_runs, c
     plan = plan_study(load_study("optimizers"), "tiny", tmp_path)  # sgd_0.99 and adam only
     write_runs(plan, {"sgd_0.99": [curve("val_dice", [0.8, 0.85])], "adam": [curve("val_dice", [0.8, 0.9])]})
     findings = judge(plan.study.verdict, collect_results(plan), plan.study.metrics)
-    assert [f.status for f in findings] == [INCONCLUSIVE] * 4
+    assert [f.status for f in findings] == [INCONCLUSIVE] * 5
     assert "one seed per arm" in findings[0].text
-    claim = "Claim \u201can adaptive learning rate helps Adam\u201d"
-    assert findings[2].text == f"{claim}: inconclusive (adam_cosine not run at preset tiny)."
-    assert findings[3].text == "No final val_rand_error was measured."
+    for finding, arm, schedule in zip(
+        findings[2:4], ("adam_cosine", "adam_plateau"), ("cosine", "ReduceLROnPlateau"), strict=True
+    ):
+        claim = f"Claim \u201can adaptive learning rate ({schedule}) helps Adam\u201d"
+        assert finding.text == f"{claim}: inconclusive ({arm} not run at preset tiny)."
+    assert findings[4].text == "No final val_rand_error was measured."
