@@ -15,7 +15,7 @@ from monai.utils import set_determinism
 
 from app.engine.distributed import rank
 
-__all__ = ["start_run", "default_device", "merged_bundle_config"]
+__all__ = ["start_run", "default_device", "merged_bundle_config", "place_network", "to_channels_last"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,30 @@ logger = logging.getLogger(__name__)
 def default_device() -> torch.device:
     """CUDA when present, else CPU (every bundle runs on CPU; AMP and GPU caching only on CUDA)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def place_network(
+    network: torch.nn.Module, device: torch.device | str, channels_last: bool = False
+) -> torch.nn.Module:
+    """``network`` moved to ``device``, in place, and returned.
+
+    Args:
+        network: any module.
+        device: where it trains or predicts.
+        channels_last: also store its weights in the channels-last memory format (``channels_last_3d``
+            for a network with 3-D convolutions, ``channels_last`` for 2-D), which oneDNN convolves on
+            the CPU without reordering layouts around each convolution; the outputs are the same to float
+            rounding, and checkpoints load into either format.
+    """
+    network = network.to(device)
+    return to_channels_last(network) if channels_last else network
+
+
+def to_channels_last(network: torch.nn.Module) -> torch.nn.Module:
+    """``network`` with its weights in the channels-last memory format, in place, and returned:
+    ``channels_last_3d`` when it has 3-D convolution weights, ``channels_last`` otherwise."""
+    dims = {w.ndim for w in network.parameters()}
+    return network.to(memory_format=torch.channels_last_3d if 5 in dims else torch.channels_last)
 
 
 def merged_bundle_config(argv: list[str] | None = None) -> dict | None:

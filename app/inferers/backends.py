@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from app.engine.run import to_channels_last
 from app.io.onnx_export import export_onnx
 
 __all__ = ["INFERENCE_BACKENDS", "OnnxRuntimeNetwork", "inference_network"]
@@ -127,7 +128,4 @@ def inference_network(network: nn.Module, backend: str = "torch", channels_last:
         raise ValueError(f"backend must be one of {INFERENCE_BACKENDS}, got {backend!r}")
     if backend == "onnxruntime":
         return OnnxRuntimeNetwork(network)
-    if channels_last:
-        dims = {w.ndim for w in network.parameters()}
-        network.to(memory_format=torch.channels_last_3d if 5 in dims else torch.channels_last)
-    return network
+    return to_channels_last(network) if channels_last else network

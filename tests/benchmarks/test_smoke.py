@@ -23,7 +23,7 @@ def test_all_benchmarks_run_quick_and_write_results(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = {name: json.loads((tmp_path / "results" / f"{name}.json").read_text()) for name in BENCHMARKS}
     assert all(r["quick"] and r["hardware"]["cpu_cores"] >= 1 for r in results.values())
-    assert {"baseline", "project", "project_channels_last"} <= results["train_throughput"]["arms"].keys()
+    assert {"baseline", "project", "project_contiguous"} <= results["train_throughput"]["arms"].keys()
     inference = results["inference_e2e"]["arms"]
     assert {"baseline", "project"} <= inference.keys()
     assert all(arm["dice_vs_baseline"] >= 0.999 for arm in inference.values())

@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from app.engine.run import merged_bundle_config, start_run
+from app.engine.run import merged_bundle_config, place_network, start_run
 
 
 def test_merged_config_applies_overrides_of_a_monai_bundle_command_line():
@@ -71,3 +71,24 @@ def test_other_uncaught_errors_end_with_their_root_cause(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr  # the traceback is kept for a real bug
     assert proc.stderr.splitlines()[-1] == "ERROR ValueError: stack expects each tensor to be equal size"
+
+
+def test_place_network_in_channels_last_keeps_outputs_and_checkpoints():
+    torch.manual_seed(0)
+    net3d = torch.nn.Sequential(
+        torch.nn.Conv3d(2, 4, 3), torch.nn.BatchNorm3d(4), torch.nn.Conv3d(4, 2, 1)
+    ).eval()
+    reference = {k: v.clone() for k, v in net3d.state_dict().items()}
+    x = torch.rand(2, 2, 6, 7, 5)
+    expected = net3d(x)
+    placed = place_network(net3d, "cpu", channels_last=True)
+    assert placed is net3d and net3d[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert not net3d[0].weight.is_contiguous()
+    torch.testing.assert_close(placed(x), expected, atol=1e-5, rtol=1e-5)
+    fresh = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3), torch.nn.BatchNorm3d(4), torch.nn.Conv3d(4, 2, 1))
+    fresh.load_state_dict(placed.state_dict())  # a channels-last checkpoint loads into the default layout
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in reference.items())
+
+    net2d = place_network(torch.nn.Conv2d(2, 2, 3), "cpu", channels_last=True)
+    assert net2d.weight.is_contiguous(memory_format=torch.channels_last)
+    assert place_network(torch.nn.Conv2d(2, 2, 3), "cpu").weight.is_contiguous()
