@@ -64,10 +64,34 @@ def _log_tail(path: Path) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
+def _set_aside_if_changed(run: StudyRun, command: list[str]) -> dict:
+    """The run's record, or ``{}`` after moving its folder aside to ``<folder>.replaced-<UTC time>`` when
+    it was started with another command (its checkpoint belongs to another configuration: resuming from it
+    would fail or, worse, mix two)."""
+    record = read_record(run.run_dir)
+    if not record or _same_command(record.get("command", []), command):
+        return record
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside = run.run_dir.with_name(f"{run.run_dir.name}.replaced-{stamp}")
+    run.run_dir.rename(aside)
+    logger.warning(
+        "%s seed %d: the command changed since its last start; old folder moved to %s",
+        run.arm,
+        run.seed,
+        aside,
+    )
+    return {}
+
+
 def _execute(run: StudyRun, hardware: Mapping) -> None:
-    run.run_dir.mkdir(parents=True, exist_ok=True)
     command = run.command()
-    previous_wall = float(read_record(run.run_dir).get("wall_s", 0.0))
+    previous_wall = float(_set_aside_if_changed(run, command).get("wall_s", 0.0))
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    # recorded before the start, so that an interrupted run is known to belong to this command
+    _write_record(
+        run,
+        {"arm": run.arm, "seed": run.seed, "command": command, "returncode": None, "wall_s": previous_wall},
+    )
     log_path = run.run_dir / LOG_NAME
     start = time.perf_counter()
     with open(log_path, "a") as log:

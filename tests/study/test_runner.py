@@ -4,7 +4,6 @@ records, resuming, failures and wall time."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -15,8 +14,10 @@ from app.study.aggregate import RECORD_NAME, read_record
 from app.study.config import StudyRun, load_study, plan_study
 from app.study.runner import LOG_NAME, StudyRunError, is_finished, run_study
 
-# Stand-in for a training: counts its starts in <run_dir>/starts and writes a two-epoch history.
+# Stand-in for a training: counts its starts in <run_dir>/starts, writes a two-epoch history and exits
+# with $FAKE_EXIT (default 0) for the weight_map arm.
 TRAINING = """
+import os
 import sys
 from pathlib import Path
 run_dir = Path(sys.argv[1])
@@ -24,18 +25,16 @@ with open(run_dir / "starts", "a") as f:
     f.write("x")
 (run_dir / "history.csv").write_text("epoch,train_loss,lr,val_iou\\n1,0.9,0.001,0.5\\n2,0.7,0.001,0.6\\n")
 print("trained", run_dir.name)
-sys.exit(int(sys.argv[2]))
+sys.exit(int(os.environ.get("FAKE_EXIT", "0")) if sys.argv[2] == "weight_map" else 0)
 """
 
 
 @pytest.fixture
 def plan(tmp_path, monkeypatch):
-    """The tiny weight-map plan (plain_ce, then weight_map) whose commands run ``TRAINING``; the
-    weight_map run exits with status ``$FAKE_EXIT`` (default 0)."""
+    """The tiny weight-map plan (plain_ce, then weight_map) whose commands run ``TRAINING``."""
 
     def command(self: StudyRun, python: str = sys.executable) -> list[str]:
-        status = os.environ.get("FAKE_EXIT", "0") if self.arm == "weight_map" else "0"
-        return [python, "-c", TRAINING, str(self.run_dir), status]
+        return [python, "-c", TRAINING, str(self.run_dir), self.arm]
 
     monkeypatch.setattr(StudyRun, "command", command)
     return plan_study(load_study("weight_maps"), "tiny", tmp_path)
@@ -89,7 +88,24 @@ def test_a_changed_command_or_a_lost_history_runs_again(plan):
     (plan.runs[1].run_dir / RECORD_NAME).write_text(json.dumps(record))
     assert not is_finished(plan.runs[1])
     run_study(plan)
-    assert [_starts(run) for run in plan.runs] == [2, 2]
+    # the same command resumes in its folder; a changed one starts afresh, its old folder set aside
+    assert [_starts(run) for run in plan.runs] == [2, 1]
+    (aside,) = plan.runs[1].run_dir.parent.glob("seed0.replaced-*")
+    assert (aside / "starts").read_text() == "x" and read_record(aside)["command"][-1] == "1"
+    assert is_finished(plan.runs[1])
+
+
+def test_an_interrupted_run_is_recorded_with_its_command(plan, monkeypatch):
+    monkeypatch.setattr("app.study.runner.subprocess.run", _interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(plan)
+    record = read_record(plan.runs[0].run_dir)
+    assert record["command"] == plan.runs[0].command() and record["returncode"] is None
+    assert not is_finished(plan.runs[0])
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
 
 
 def test_a_missing_dataset_stops_before_any_run(tmp_path, monkeypatch):
