@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from app.paths import shared_data_dir
 
@@ -18,3 +19,13 @@ def shared_data():
             pytest.fail(f"shared data folder {path} is missing in CI")
         pytest.skip(f"shared data folder {path} not found (set APP_SHARED_DATA)")
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for the test, then the previous count: equal-output comparisons of fast
+    paths stay reproducible and do not oversubscribe a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

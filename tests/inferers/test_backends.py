@@ -14,13 +14,7 @@ from monai.networks.nets import UNet
 
 from app.inferers.backends import OnnxRuntimeNetwork, inference_network
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _unet(seed: int = 0) -> UNet:

@@ -31,12 +31,7 @@ from app.inferers.resample_argmax import ResampleArgmaxd, axis_aligned_map, chan
 MARGIN = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _affine(scales, flips=(1, 1, 1), perm=(0, 1, 2), offset=(0.0, 0.0, 0.0)) -> np.ndarray:
