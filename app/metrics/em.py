@@ -104,8 +104,14 @@ def cell_segmentation(mask: NdarrayOrTensor, connectivity: int = 1) -> np.ndarra
     if connectivity not in (1, 2):
         raise ValueError(f"connectivity must be 1 (4-connected) or 2 (8-connected), got {connectivity}.")
     foreground = to_binary_mask(mask)
-    cells = ndimage.label(foreground, ndimage.generate_binary_structure(2, connectivity))[0].astype(np.int32)
-    if not foreground.any() or foreground.all():
+    return _grow_cells(ndimage.label(foreground, ndimage.generate_binary_structure(2, connectivity))[0])
+
+
+def _grow_cells(cells: np.ndarray) -> np.ndarray:
+    """Connected-component labels ``(H, W)`` (0 = membrane) with every membrane pixel given to its
+    nearest cell, as ``int32``; unchanged when there is no cell or no membrane."""
+    cells = cells.astype(np.int32)
+    if not cells.any() or cells.all():
         return cells
     return expand_labels(cells, distance=float(sum(cells.shape)))
 
@@ -161,9 +167,7 @@ def em_metrics(pred: NdarrayOrTensor, label: NdarrayOrTensor, connectivity: int 
     pred_cells = ndimage.label(pred_fg, structure)[0]
     label_cells = ndimage.label(label_fg, structure)[0]
     rand_error, vi_split, vi_merge = _segmentation_scores(label_cells, pred_cells)
-    cell_rand_error, cell_split, cell_merge = _segmentation_scores(
-        label_cells, cell_segmentation(pred_fg, connectivity)
-    )
+    cell_rand_error, cell_split, cell_merge = _segmentation_scores(label_cells, _grow_cells(pred_cells))
     return scores | {
         "rand_error": rand_error,
         "vi_split": vi_split,
