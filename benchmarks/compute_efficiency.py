@@ -9,6 +9,9 @@ the network backends so that both see the same machine load:
 
 - ``eager`` (the reference recipe): PyTorch eager, default ``NCDHW`` weights;
 - ``channels_last`` (the project's default): ``inference_network(..., channels_last=True)``;
+- ``inductor`` (a project option, left out with ``--quick`` and without a C++ compiler on the CPU):
+  ``inference_network(..., backend="inductor", channels_last=True)``, compiled in the warm-up call
+  (its seconds are reported, not counted in the rounds);
 - ``onnxruntime`` (a project option): ``inference_network(..., backend="onnxruntime")``.
 """
 
@@ -24,6 +27,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from app.engine import cpp_compiler
 from app.inferers.backends import inference_network
 from benchmarks.baseline import reference_network
 from benchmarks.common import (
@@ -78,6 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
         "eager": network,
         "channels_last": inference_network(copy.deepcopy(network), channels_last=True),
     }
+    if not args.quick and (device.type != "cpu" or cpp_compiler() is not None):
+        compiled = inference_network(copy.deepcopy(network), backend="inductor", channels_last=True)
+        backends["inductor"] = compiled
     if importlib.util.find_spec("onnxruntime") is not None:
         backends["onnxruntime"] = inference_network(copy.deepcopy(network), backend="onnxruntime").eval()
     a = torch.rand(sizes["matmul"], sizes["matmul"], device=device)
@@ -86,8 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name, net in backends.items():
         arms[name] = timed_call(lambda net=net: net(windows), device)
     with torch.no_grad():
-        for arm in arms.values():  # warm-up: oneDNN primitives, the ONNX export
-            arm()
+        # the first calls: oneDNN primitives, compiling, the ONNX export
+        warm_up = {name: arm()["seconds"] for name, arm in arms.items()}
         runs = interleaved_rounds(arms, repeats)
     mm_seconds = [r["seconds"] for r in runs.pop("matmul")]
     peak = matmul_flops(sizes["matmul"]) / median(mm_seconds) / 1e9
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
             "best_gflops": network_flops / min(seconds) / 1e9,
             "fraction_of_matmul_peak": gflops / peak,
             "seconds": seconds,
+            "warm_up_seconds": warm_up[name],
         }
     text = table(summary, sizes, network_flops, repeats)
     print(text)
@@ -127,12 +135,13 @@ def table(summary: dict, sizes: dict, network_flops: int, repeats: int) -> str:
         f"### Compute efficiency: U-Net on {sizes['batch']} windows of {roi} "
         f"({network_flops / 1e9:.1f} GFLOP), fp32 matmul {sizes['matmul']}^2, {repeats} rounds (medians)",
         "",
-        "| arm | GFLOP/s (median) | GFLOP/s (best) | % of matmul peak |",
-        "|---|---|---|---|",
+        "| arm | GFLOP/s (median) | GFLOP/s (best) | % of matmul peak | first call s |",
+        "|---|---|---|---|---|",
     ]
     for name, row in summary.items():
         share = "100 (peak)" if name == "matmul" else f"{100 * row['fraction_of_matmul_peak']:.0f}"
-        lines.append(f"| {name} | {row['gflops']:.1f} | {row['best_gflops']:.1f} | {share} |")
+        first = f"{row['warm_up_seconds']:.1f}" if "warm_up_seconds" in row else "-"
+        lines.append(f"| {name} | {row['gflops']:.1f} | {row['best_gflops']:.1f} | {share} | {first} |")
     return "\n".join(lines)
 
 

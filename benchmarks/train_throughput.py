@@ -16,7 +16,13 @@ volume, for one epoch of 3 steps per round, in interleaved rounds in this proces
   foreground/background indices, no metadata tracking after the cache, its augmentations, AdamW, the
   network in the channels-last memory format, its handlers), with overrides for folders and sizes only;
 - ``project_contiguous``: the same with ``channels_last`` false (the network in the default layout), to
-  show what that choice is worth.
+  show what that choice is worth;
+- ``project_compiled``: the project with ``compile`` true (``SupervisedTrainer(compile=True)``: TorchInductor
+  fuses the batch-norm, PReLU and residual-add passes of the forward and backward around oneDNN's
+  convolutions); left out with ``--quick`` and where no C++ compiler is installed (the CPU backend needs
+  one). Compiling happens once per process: a warm-up epoch before the rounds pays it (reported as
+  ``compile s``); each round's new trainer still re-traces its first iteration, which the epoch figure
+  includes and the ``steady`` one leaves out.
 
 Each side's cache is built once (its time is reported as ``cache s``) and reused by every round.
 Throughput is the patches of the whole epoch over the epoch's time up to its last iteration (loader
@@ -36,6 +42,7 @@ from typing import Any
 import torch
 from ignite.engine import Events
 
+from app.engine import cpp_compiler
 from benchmarks.baseline import reference_trainer
 from benchmarks.common import (
     PeakMemory,
@@ -56,6 +63,7 @@ logger = logging.getLogger(__name__)
 FULL = {"n_cases": 10, "shape": (256, 256, 64), "batch_size": 2, "num_samples": 4, "steps": 3, "repeats": 3}
 QUICK = {"n_cases": 5, "shape": (64, 64, 20), "batch_size": 2, "num_samples": 1, "steps": 2, "repeats": 1}
 CONTIGUOUS = {"channels_last": False}
+COMPILED = {"compile": True}
 
 
 def _measured_run(trainer: Any, device: torch.device) -> dict:
@@ -120,6 +128,15 @@ def main(argv: list[str] | None = None) -> dict:
         _, baseline_cache = reference_trainer(datalist, device, **recipe)
         cache_s["baseline"] = time.perf_counter() - start
 
+        compile_s = None
+        if not args.quick and (device.type != "cpu" or cpp_compiler() is not None):
+            start = time.perf_counter()
+            warm_up, _, _ = project_trainer(
+                data, run_dir(), device, **common, dataset=project_cache, overrides={**steps, **COMPILED}
+            )
+            warm_up.run()
+            compile_s = time.perf_counter() - start
+
         def baseline() -> dict:
             trainer, _ = reference_trainer(datalist, device, **recipe, dataset=baseline_cache)
             return _measured_run(trainer, device)
@@ -131,15 +148,17 @@ def main(argv: list[str] | None = None) -> dict:
             )
             return _measured_run(trainer, device)
 
-        runs = interleaved_rounds(
-            {
-                "baseline": baseline,
-                "project": lambda: project({}),
-                "project_contiguous": lambda: project(CONTIGUOUS),
-            },
-            repeats,
-        )
+        arms = {
+            "baseline": baseline,
+            "project": lambda: project({}),
+            "project_contiguous": lambda: project(CONTIGUOUS),
+        }
+        if compile_s is not None:
+            arms["project_compiled"] = lambda: project(COMPILED)
+        runs = interleaved_rounds(arms, repeats)
     summary = summarise(runs, cache_s)
+    if compile_s is not None:
+        summary["project_compiled"]["compile_s"] = compile_s
     text = table(summary, sizes, repeats, len(datalist))
     print(text)
     payload = {
@@ -180,8 +199,8 @@ def table(summary: dict[str, dict], sizes: dict, repeats: int, volumes: int) -> 
         f"{sizes['num_samples']} patches per step, {repeats} rounds (medians)",
         "",
         "| arm | patches/s | speedup | steady patches/s | steady speedup | epoch s | peak RSS MiB "
-        "| cache s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| cache s | compile s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in summary.items():
         cells = [
@@ -193,6 +212,7 @@ def table(summary: dict[str, dict], sizes: dict, repeats: int, volumes: int) -> 
             f"{row['epoch_s']:.1f}",
             f"{row['peak_mib']:.0f}",
             f"{row['cache_s']:.1f}",
+            f"{row['compile_s']:.1f}" if "compile_s" in row else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

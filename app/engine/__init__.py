@@ -14,7 +14,14 @@ from app.engine.history import TrainingHistory, read_history
 from app.engine.optim import make_optimizer
 from app.engine.overlays import BestWorstCases
 from app.engine.report import write_summary_json
-from app.engine.run import default_device, place_network, start_run, to_channels_last
+from app.engine.run import (
+    check_compile,
+    cpp_compiler,
+    default_device,
+    place_network,
+    start_run,
+    to_channels_last,
+)
 from app.engine.run_report import write_run_report
 from app.errors import install_excepthook
 
@@ -35,6 +42,8 @@ __all__ = [
     "train_handlers",
     "val_handlers",
     "default_device",
+    "check_compile",
+    "cpp_compiler",
     "place_network",
     "to_channels_last",
     "start_run",

@@ -6,6 +6,7 @@ import ast
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,7 +16,15 @@ from monai.utils import set_determinism
 
 from app.engine.distributed import rank
 
-__all__ = ["start_run", "default_device", "merged_bundle_config", "place_network", "to_channels_last"]
+__all__ = [
+    "start_run",
+    "default_device",
+    "merged_bundle_config",
+    "place_network",
+    "to_channels_last",
+    "check_compile",
+    "cpp_compiler",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +56,36 @@ def to_channels_last(network: torch.nn.Module) -> torch.nn.Module:
     ``channels_last_3d`` when it has 3-D convolution weights, ``channels_last`` otherwise."""
     dims = {w.ndim for w in network.parameters()}
     return network.to(memory_format=torch.channels_last_3d if 5 in dims else torch.channels_last)
+
+
+def cpp_compiler() -> str | None:
+    """Path of the C++ compiler TorchInductor can use on the CPU (``$CXX``, g++, clang++, c++), or None."""
+    for name in (os.environ.get("CXX", ""), "g++", "clang++", "c++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def check_compile(enabled: bool, device: torch.device | str) -> bool:
+    """``enabled``, after checking that ``torch.compile`` can build kernels for ``device``.
+
+    A bundle's ``compile`` choice goes to ``SupervisedTrainer(compile=...)``, which compiles the training
+    network (the evaluator and the checkpoints keep the eager module, whose weights it shares). On the CPU
+    TorchInductor writes C++ kernels and needs a compiler; without one the first iteration would fail deep
+    inside ``torch._inductor``, so this says so before training starts.
+
+    Raises:
+        RuntimeError: ``enabled`` on a CPU device and no C++ compiler (``$CXX``, ``g++``, ``clang++``,
+            ``c++``) on ``PATH``.
+    """
+    if not enabled or torch.device(device).type != "cpu":
+        return bool(enabled)
+    if cpp_compiler() is None:
+        raise RuntimeError(
+            "compile is true but no C++ compiler (g++, clang++ or $CXX) is on PATH: torch.compile needs one "
+            "to build CPU kernels. Install one (e.g. apt install g++) or run with --compile false."
+        )
+    return True
 
 
 def merged_bundle_config(argv: list[str] | None = None) -> dict | None:

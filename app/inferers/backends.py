@@ -1,4 +1,5 @@
-"""Inference backends of a bundle network: PyTorch eager (optionally channels-last) or ONNX Runtime.
+"""Inference backends of a bundle network: PyTorch eager (optionally channels-last), TorchInductor, or
+ONNX Runtime.
 
 ``inference_network(network, backend, channels_last)`` is the bundle config's single choice point.
 
@@ -9,6 +10,10 @@ its session, which PyTorch eager mode does not do. :class:`OnnxRuntimeNetwork` w
 network so that checkpoint loading (``CheckpointLoader`` on the wrapped network) and the evaluator work
 unchanged: the network is exported with :func:`app.io.onnx_export.export_onnx` (the same export as
 ``python -m app export-onnx``) on the first call in eval mode, and again whenever its weights change.
+``"inductor"`` compiles the (channels-last) network with ``torch.compile``: TorchInductor fuses the
+batch-norm, activation and residual passes between oneDNN's convolutions. Compiling takes 30-60 s on
+a 2-core CPU (once per process and window batch size; TorchInductor's on-disk cache shortens later
+runs), so it pays off on many volumes, not one; it needs a C++ compiler on the CPU.
 """
 
 from __future__ import annotations
@@ -22,15 +27,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from app.engine.run import to_channels_last
+from app.engine.run import check_compile, to_channels_last
 from app.io.onnx_export import export_onnx
 
 __all__ = ["INFERENCE_BACKENDS", "OnnxRuntimeNetwork", "inference_network"]
 
 logger = logging.getLogger(__name__)
 
-INFERENCE_BACKENDS = ("torch", "onnxruntime")
-"""``"torch"``: the network itself (PyTorch eager); ``"onnxruntime"``: :class:`OnnxRuntimeNetwork`."""
+INFERENCE_BACKENDS = ("torch", "inductor", "onnxruntime")
+"""``"torch"``: the network itself (PyTorch eager); ``"inductor"``: ``torch.compile`` of it;
+``"onnxruntime"``: :class:`OnnxRuntimeNetwork`."""
 
 
 class OnnxRuntimeNetwork(nn.Module):
@@ -115,17 +121,24 @@ def inference_network(network: nn.Module, backend: str = "torch", channels_last:
         network: the bundle's network; checkpoints keep loading into it.
         backend: one of :data:`INFERENCE_BACKENDS`.
         channels_last: convert ``network``'s weights in place to the channels-last memory format
-            (``channels_last_3d`` for 3-D convolutions, ``channels_last`` for 2-D). PyTorch backend
+            (``channels_last_3d`` for 3-D convolutions, ``channels_last`` for 2-D). PyTorch backends
             only: ONNX Runtime chooses its own layouts, so the flag is ignored there.
 
     Returns:
-        ``network`` (PyTorch) or an :class:`OnnxRuntimeNetwork` wrapping it.
+        ``network`` (PyTorch), its ``torch.compile`` wrapper (which shares its weights: checkpoints loaded
+        into ``network`` take effect), or an :class:`OnnxRuntimeNetwork` wrapping it.
 
     Raises:
         ValueError: for an unknown ``backend``.
+        RuntimeError: ``"inductor"`` on a CPU-only machine without a C++ compiler.
     """
     if backend not in INFERENCE_BACKENDS:
         raise ValueError(f"backend must be one of {INFERENCE_BACKENDS}, got {backend!r}")
     if backend == "onnxruntime":
         return OnnxRuntimeNetwork(network)
-    return to_channels_last(network) if channels_last else network
+    network = to_channels_last(network) if channels_last else network
+    if backend == "inductor":
+        device = next(network.parameters()).device
+        check_compile(True, device)
+        return torch.compile(network, dynamic=False)
+    return network

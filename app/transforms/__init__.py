@@ -9,6 +9,7 @@ from app.transforms.channels import (
     count_channels,
     group_channel_files,
 )
+from app.transforms.elastic import Rand3DElasticd, gaussian_smooth
 from app.transforms.weight_map import (
     BORDER_REGIONS,
     UNetWeightMap,
@@ -27,6 +28,8 @@ __all__ = [
     "check_channels",
     "count_channels",
     "group_channel_files",
+    "Rand3DElasticd",
+    "gaussian_smooth",
     "BORDER_REGIONS",
     "UNetWeightMap",
     "UNetWeightMapd",

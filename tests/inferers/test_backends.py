@@ -1,7 +1,8 @@
 """Inference backends give the outputs of the plain PyTorch network.
 
-Tolerances: channels-last 1e-5 absolute (same arithmetic, other summation order); ONNX Runtime 1e-4
-absolute and relative (batch norm folded into the convolutions), as the ONNX export test of the bundle.
+Tolerances: channels-last 1e-5 absolute (same arithmetic, other summation order); TorchInductor and
+ONNX Runtime 1e-4 absolute and relative (fused element-wise passes; batch norm folded into the
+convolutions by ONNX Runtime), as the ONNX export test of the bundle.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pytest
 import torch
 from monai.networks.nets import UNet
 
+from app.engine import cpp_compiler
 from app.inferers.backends import OnnxRuntimeNetwork, inference_network
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -44,8 +46,19 @@ def test_torch_backend_returns_the_network_itself():
 
 
 def test_unknown_backend_is_rejected_with_the_valid_ones():
-    with pytest.raises(ValueError, match="must be one of .*'torch', 'onnxruntime'"):
+    with pytest.raises(ValueError, match="must be one of .*'torch', 'inductor', 'onnxruntime'"):
         inference_network(_unet(), backend="onnx")
+
+
+@pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on the CPU needs a C++ compiler")
+def test_inductor_gives_the_plain_outputs_and_follows_checkpoint_loads():
+    plain = _unet()
+    compiled = inference_network(_unet(seed=1), backend="inductor", channels_last=True)
+    x = torch.rand(2, 1, 24, 20, 16)
+    with torch.no_grad():
+        compiled(x)  # compiled with the seed-1 weights; loading a checkpoint must still take effect
+        compiled._orig_mod.load_state_dict(plain.state_dict())
+        torch.testing.assert_close(compiled(x), plain(x), atol=1e-4, rtol=1e-4)
 
 
 def test_channels_last_is_ignored_by_onnxruntime():

@@ -18,7 +18,6 @@ from monai.transforms import (
     Compose,
     MapTransform,
     Rand2DElasticd,
-    Rand3DElasticd,
     RandAffined,
     RandCropByPosNegLabeld,
     RandSpatialCropd,
@@ -26,7 +25,7 @@ from monai.transforms import (
 )
 
 from app.paths import REPO_ROOT
-from app.transforms import AUGMENTATION_PRESETS, augmentation_preset
+from app.transforms import AUGMENTATION_PRESETS, Rand3DElasticd, augmentation_preset
 
 AUGMENT_DIR = REPO_ROOT / "configs" / "augment"
 BUNDLES = ("em", "ct", "mri")
