@@ -26,11 +26,18 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 
 from app.engine.run import check_compile, to_channels_last
 from app.io.onnx_export import export_onnx
 
-__all__ = ["INFERENCE_BACKENDS", "OnnxRuntimeNetwork", "inference_network"]
+__all__ = [
+    "INFERENCE_BACKENDS",
+    "DerivedNetwork",
+    "FoldedBatchNormNetwork",
+    "OnnxRuntimeNetwork",
+    "inference_network",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +46,48 @@ INFERENCE_BACKENDS = ("torch", "inductor", "onnxruntime")
 ``"onnxruntime"``: :class:`OnnxRuntimeNetwork`."""
 
 
-class OnnxRuntimeNetwork(nn.Module):
+class DerivedNetwork(nn.Module):
+    """Base of inference wrappers that run a network derived from ``network`` (an exported session, a
+    folded copy) in eval mode without gradients, rebuilt when the weights of ``network`` change.
+
+    Training mode and gradients go through ``network`` itself, and checkpoints load into it, so the
+    wrapper can stand where the bundle's network stands. Subclasses define :meth:`build` and :meth:`run`.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self._derived: Any = None
+        self._built_for: tuple | None = None
+
+    def _weights_fingerprint(self) -> tuple:
+        """Storage and version of each weight (``load_state_dict`` and optimiser steps change them)."""
+        return tuple((t.data_ptr(), t._version) for t in self.network.state_dict().values())
+
+    def derived_for(self, x: torch.Tensor) -> Any:
+        """The derived network for the current weights and ``x``'s channels, dims and device."""
+        fingerprint = (self._weights_fingerprint(), x.shape[1], x.ndim, x.device.type)
+        if self._derived is None or fingerprint != self._built_for:
+            self._derived = self.build(x)
+            self._built_for = fingerprint
+        return self._derived
+
+    def build(self, x: torch.Tensor) -> Any:
+        """The derived network for inputs like ``x``."""
+        raise NotImplementedError
+
+    def run(self, derived: Any, x: torch.Tensor) -> torch.Tensor:
+        """``derived`` applied to ``x``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``network(x)``: through the derived network in eval mode without gradients, else ``network``."""
+        if self.training or torch.is_grad_enabled():
+            return self.network(x)
+        return self.run(self.derived_for(x), x)
+
+
+class OnnxRuntimeNetwork(DerivedNetwork):
     """``network`` for inference with ONNX Runtime; training mode and gradients use ``network`` itself.
 
     Args:
@@ -66,22 +114,12 @@ class OnnxRuntimeNetwork(nn.Module):
         providers: list[str] | None = None,
         intra_op_num_threads: int = 0,
     ) -> None:
-        super().__init__()
-        self.network = network
+        super().__init__(network)
         self.providers = providers
         self.intra_op_num_threads = intra_op_num_threads
-        self._session: Any = None
-        self._exported_for: tuple | None = None
 
-    def _weights_fingerprint(self) -> tuple:
-        """Storage and version of each weight (``load_state_dict`` and optimiser steps change them)."""
-        return tuple((t.data_ptr(), t._version) for t in self.network.state_dict().values())
-
-    def _session_for(self, x: torch.Tensor) -> Any:
-        """The session for the current weights, exporting the network when they changed."""
-        fingerprint = (self._weights_fingerprint(), x.shape[1], x.ndim, x.device.type)
-        if self._session is not None and fingerprint == self._exported_for:
-            return self._session
+    def build(self, x: torch.Tensor) -> Any:
+        """An ONNX Runtime session of the network exported for inputs like ``x``."""
         import onnxruntime as ort
 
         spatial_dims, in_channels = x.ndim - 2, x.shape[1]
@@ -99,22 +137,51 @@ class OnnxRuntimeNetwork(nn.Module):
                 for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                 if p in ort.get_available_providers() and (x.is_cuda or p == "CPUExecutionProvider")
             ]
-            self._session = ort.InferenceSession(str(path), options, providers=providers)
-        self._exported_for = fingerprint
-        logger.info("ONNX Runtime session built (%s)", ", ".join(self._session.get_providers()))
-        return self._session
+            session = ort.InferenceSession(str(path), options, providers=providers)
+        logger.info("ONNX Runtime session built (%s)", ", ".join(session.get_providers()))
+        return session
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``network(x)``: through ONNX Runtime in eval mode without gradients, else through PyTorch."""
-        if self.training or torch.is_grad_enabled():
-            return self.network(x)
-        session = self._session_for(x)
+    def run(self, derived: Any, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().float().cpu().contiguous().numpy()
-        (out,) = session.run(None, {"image": array})
+        (out,) = derived.run(None, {"image": array})
         return torch.from_numpy(out).to(x.device)
 
 
-def inference_network(network: nn.Module, backend: str = "torch", channels_last: bool = False) -> nn.Module:
+class FoldedBatchNormNetwork(DerivedNetwork):
+    """``network`` for inference with every batch norm that follows a convolution folded into it.
+
+    In eval mode a batch norm is an affine map per channel, so ``bn(conv(x))`` is one convolution with
+    rescaled weights and bias (``torch.fx.experimental.optimization.fuse``): one memory pass less per
+    layer, the same outputs to float rounding. Batch norms after transposed convolutions stay. The fold
+    works on a copy (rebuilt when the weights change), kept in the channels-last memory format when the
+    network is; a network that ``torch.fx`` cannot trace runs unfolded (with a warning).
+    """
+
+    def build(self, x: torch.Tensor) -> nn.Module:
+        """A folded copy of the network (or the network itself when it cannot be traced)."""
+        try:
+            folded = fuse(copy.deepcopy(self.network).eval())
+        except Exception as error:  # torch.fx raises several types for untraceable code
+            logger.warning("batch norm not folded: the network cannot be traced by torch.fx (%s)", error)
+            return self.network
+        return to_channels_last(folded) if _in_channels_last(self.network) else folded
+
+    def run(self, derived: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return derived(x)
+
+
+def _in_channels_last(network: nn.Module) -> bool:
+    """Whether ``network``'s convolution weights are stored channels-last (not merely both, as 1x1 ones)."""
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    return any(
+        w.ndim in formats and not w.is_contiguous() and w.is_contiguous(memory_format=formats[w.ndim])
+        for w in network.parameters()
+    )
+
+
+def inference_network(
+    network: nn.Module, backend: str = "torch", channels_last: bool = False, fold_batch_norm: bool = False
+) -> nn.Module:
     """The network to run inference with.
 
     Args:
@@ -123,10 +190,13 @@ def inference_network(network: nn.Module, backend: str = "torch", channels_last:
         channels_last: convert ``network``'s weights in place to the channels-last memory format
             (``channels_last_3d`` for 3-D convolutions, ``channels_last`` for 2-D). PyTorch backends
             only: ONNX Runtime chooses its own layouts, so the flag is ignored there.
+        fold_batch_norm: ``"torch"`` backend: run a :class:`FoldedBatchNormNetwork` (TorchInductor and
+            ONNX Runtime fold and fuse by themselves).
 
     Returns:
-        ``network`` (PyTorch), its ``torch.compile`` wrapper (which shares its weights: checkpoints loaded
-        into ``network`` take effect), or an :class:`OnnxRuntimeNetwork` wrapping it.
+        ``network`` (PyTorch), a :class:`FoldedBatchNormNetwork` wrapping it, its ``torch.compile``
+        wrapper (which shares its weights: checkpoints loaded into ``network`` take effect), or an
+        :class:`OnnxRuntimeNetwork` wrapping it.
 
     Raises:
         ValueError: for an unknown ``backend``.
@@ -141,4 +211,4 @@ def inference_network(network: nn.Module, backend: str = "torch", channels_last:
         device = next(network.parameters()).device
         check_compile(True, device)
         return torch.compile(network, dynamic=False)
-    return network
+    return FoldedBatchNormNetwork(network) if fold_batch_norm else network

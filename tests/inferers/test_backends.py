@@ -1,6 +1,7 @@
 """Inference backends give the outputs of the plain PyTorch network.
 
-Tolerances: channels-last 1e-5 absolute (same arithmetic, other summation order); TorchInductor and
+Tolerances: channels-last 1e-5 absolute (same arithmetic, other summation order); folded batch norm,
+TorchInductor and
 ONNX Runtime 1e-4 absolute and relative (fused element-wise passes; batch norm folded into the
 convolutions by ONNX Runtime), as the ONNX export test of the bundle.
 """
@@ -14,7 +15,7 @@ import torch
 from monai.networks.nets import UNet
 
 from app.engine import cpp_compiler
-from app.inferers.backends import OnnxRuntimeNetwork, inference_network
+from app.inferers.backends import FoldedBatchNormNetwork, OnnxRuntimeNetwork, inference_network
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -76,12 +77,12 @@ def test_onnxruntime_gives_the_plain_outputs_and_follows_weight_changes():
     x = torch.rand(3, 1, 24, 16, 32)  # batch and spatial sizes other than the export's
     with torch.no_grad():
         torch.testing.assert_close(ort_net(x), torch_net(x), atol=1e-4, rtol=1e-4)
-        session = ort_net._session
+        session = ort_net._derived
         ort_net(x[:1])
-        assert ort_net._session is session  # same weights: no new export
+        assert ort_net._derived is session  # same weights: no new export
         torch_net.load_state_dict(_unet(seed=2).state_dict())
         torch.testing.assert_close(ort_net(x), torch_net(x), atol=1e-4, rtol=1e-4)
-        assert ort_net._session is not session
+        assert ort_net._derived is not session
 
 
 def test_onnxruntime_wrapper_trains_through_pytorch():
@@ -89,4 +90,45 @@ def test_onnxruntime_wrapper_trains_through_pytorch():
     x = torch.rand(2, 1, 16, 16, 16)
     net(x).sum().backward()
     assert net.network.model[0].conv.unit0.conv.weight.grad is not None
-    assert net._session is None
+    assert net._derived is None
+
+
+def test_folded_batch_norm_gives_the_plain_outputs_and_follows_checkpoint_loads():
+    plain = _unet()
+    folded = inference_network(_unet(seed=1), channels_last=True, fold_batch_norm=True).eval()
+    assert isinstance(folded, FoldedBatchNormNetwork)
+    x = torch.rand(2, 1, 24, 20, 16)
+    with torch.no_grad():
+        folded(x)  # folded with the seed-1 weights
+        copy_net = folded._derived
+        n_norms = sum(isinstance(m, torch.nn.BatchNorm3d) for m in plain.modules())
+        left = sum(isinstance(m, torch.nn.BatchNorm3d) for m in copy_net.modules())
+        assert left < n_norms / 2  # all but those after transposed convolutions are folded
+        conv = next(
+            m for m in copy_net.modules() if isinstance(m, torch.nn.Conv3d) and m.kernel_size == (3, 3, 3)
+        )
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+        folded.network.load_state_dict(plain.state_dict())  # as CheckpointLoader does
+        torch.testing.assert_close(folded(x), plain(x), atol=1e-4, rtol=1e-4)
+        assert folded._derived is not copy_net
+    # training and gradients go through the network itself, whose batch norms are still there
+    folded.train()
+    folded(x).sum().backward()
+    assert folded.network.model[0].conv.unit0.conv.weight.grad is not None
+
+
+def test_untraceable_network_runs_unfolded():
+    class Branching(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv3d(1, 2, 3), torch.nn.BatchNorm3d(2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(self.conv(x)) if x.sum() > 0 else self.conv(x)  # data-dependent: not traceable
+
+    network = Branching().eval()
+    folded = FoldedBatchNormNetwork(network).eval()
+    x = torch.rand(1, 1, 8, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), network(x))
+    assert folded._derived is network
