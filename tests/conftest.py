@@ -7,6 +7,10 @@ import os
 import pytest
 import torch
 
+# torch.compile's CPU backend imports setuptools, whose distutils shim fails ("AssertionError:
+# .../distutils/core.py") once any code has imported the standard library's distutils; some library
+# used by an earlier test in the session does. Importing it first keeps setuptools' distutils in place.
+import torch.utils.cpp_extension  # noqa: F401  (isort: skip)
 from app.paths import shared_data_dir
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import logging
 import os
@@ -85,6 +86,13 @@ def check_compile(enabled: bool, device: torch.device | str) -> bool:
             "compile is true but no C++ compiler (g++, clang++ or $CXX) is on PATH: torch.compile needs one "
             "to build CPU kernels. Install one (e.g. apt install g++) or run with --compile false."
         )
+    try:  # what TorchInductor imports to build CPU kernels, now rather than at the first iteration
+        importlib.import_module("torch.utils.cpp_extension")
+    except Exception as error:
+        raise RuntimeError(
+            f"compile is true but torch's C++ extension tools do not load ({type(error).__name__}: {error}); "
+            "run with --compile false."
+        ) from error
     return True
 
 

@@ -37,6 +37,7 @@ def test_gaussian_smooth_of_an_impulse_is_the_normalised_kernel():
     # separable and isotropic: the same profile along each axis through the centre
     profiles = [result[0, 0, :, 15, 15], result[0, 0, 15, :, 15], result[0, 0, 15, 15, :]]
     assert torch.allclose(profiles[0], profiles[1]) and torch.allclose(profiles[0], profiles[2])
+
     # MONAI's kernel integrates the Gaussian (sigma 2) over each voxel
     def k(i: int) -> float:
         return 0.5 * (math.erf((i + 0.5) / (2.0 * math.sqrt(2))) - math.erf((i - 0.5) / (2.0 * math.sqrt(2))))
