@@ -74,9 +74,9 @@ def _filter_axis(x: torch.Tensor, kernel: torch.Tensor, axis: int) -> torch.Tens
 class Rand3DElasticd(MonaiRand3DElasticd):
     """``monai.transforms.Rand3DElasticd`` (same arguments), faster on CPU; see the module docstring.
 
-    When applied, the displacement field is MONAI's (same random draws, same smoothing to float rounding);
-    when not applied, the data comes back as given and no random field is drawn, so
-    after the first skipped patch the random sequence differs from MONAI's (the distribution does not).
+    When applied, the displacement field is MONAI's (same random draws, same smoothing to float rounding).
+    When not applied, the data comes back as given and no random field is drawn, so after the first
+    skipped patch the random sequence differs from MONAI's (the distribution does not).
     """
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
@@ -90,7 +90,9 @@ class Rand3DElasticd(MonaiRand3DElasticd):
         elastic = self.rand_3d_elastic
         size = fall_back_tuple(elastic.spatial_size, d[first_key].shape[1:])
         elastic.randomize(size)
-        device = elastic.device if elastic.device is not None else d[first_key].device
+        device = elastic.device
+        if device is None and isinstance(d[first_key], torch.Tensor):
+            device = d[first_key].device
         grid = create_grid(spatial_size=size, device=device, backend="torch")
         offset = torch.as_tensor(elastic.rand_offset, device=device).unsqueeze(0)
         grid[:3] += gaussian_smooth(offset, elastic.sigma)[0] * elastic.magnitude

@@ -89,3 +89,10 @@ def test_not_applied_returns_the_data_as_given():
     data = _patch()
     result = fast(data)
     assert result["image"] is data["image"] and result["label"] is data["label"]
+
+
+def test_numpy_arrays_are_deformed_like_tensors():
+    fast, reference = _pair(1.0)
+    data = {key: value.numpy() for key, value in _patch().items()}
+    result, expected = fast(data), reference(_patch())
+    assert torch.allclose(torch.as_tensor(result["image"]), torch.as_tensor(expected["image"]), atol=1e-5)
