@@ -20,6 +20,8 @@ from app.paths import REPO_ROOT
 TRAIN = ["bundles/mri/train.json"]
 SMALL = {"val_interval": 1, "sw_batch_size": 8}
 FIRST_CONV = "model.0.conv.unit0.conv.weight"
+# output channels of the first convolution: the bundle's first network width
+WIDTH = ConfigParser.load_config_file(str(REPO_ROOT / "bundles/mri/train.json"))["network_def"]["channels"][0]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,7 +58,7 @@ def test_training_reports_per_class_dice_and_writes_the_run_folder(trained):
     split = json.loads((run_dir / "datalist.json").read_text())
     assert len(split["training"]) == 16 and len(split["validation"]) == 4
     model = safe_load(run_dir / "model.pt")
-    assert tuple(model[FIRST_CONV].shape[:2]) == (16, 1)  # in_channels followed the one-channel datalist
+    assert tuple(model[FIRST_CONV].shape[:2]) == (WIDTH, 1)  # in_channels followed the one-channel datalist
 
 
 def test_inference_writes_three_class_labels_on_the_input_grid(run_bundle, trained, demo_root, tmp_path):
@@ -127,7 +129,7 @@ def test_two_channel_data_sets_in_channels_and_trains(run_bundle, two_channel_da
     run_dir = tmp_path / "run"
     proc = run_bundle("training", TRAIN, run_dir=run_dir, dataset_dir=two_channel_data, epochs=1, **SMALL)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert tuple(safe_load(run_dir / "model.pt")[FIRST_CONV].shape[:2]) == (16, 2)
+    assert tuple(safe_load(run_dir / "model.pt")[FIRST_CONV].shape[:2]) == (WIDTH, 2)
     # Inference groups the case_0000/case_0001 files of a folder into two-channel cases.
     proc = run_bundle(
         "inference",
