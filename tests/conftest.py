@@ -40,15 +40,33 @@ def compiled_check():
     return run_compiled_check
 
 
+# What every compiled check starts with: one thread, and a skip report when the toolchain cannot load.
+_COMPILED_CHECK_PREAMBLE = """
+import json
+import torch
+from app.engine import check_compile
+
+torch.set_num_threads(1)
+try:
+    check_compile(True, "cpu")
+except RuntimeError as error:
+    print(json.dumps({"skip": str(error)}))
+    raise SystemExit(0)
+"""
+
+
 def run_compiled_check(script: str, timeout_s: int = 600) -> dict:
     """Run ``script`` (Python source that prints one JSON object last) in a fresh interpreter; its result.
 
     For the ``torch.compile`` tests: TorchInductor's CPU backend imports setuptools, whose distutils shim
     can fail ("AssertionError: .../distutils/core.py") depending on what a long test session imported
-    before; a fresh process sees only what the check needs. The test is skipped when the script reports
-    ``{"skip": reason}`` (no usable C++ toolchain), and fails with the script's output on any error.
+    before; a fresh process sees only what the check needs. The script runs after a preamble that imports
+    ``json`` and ``torch``, sets one thread and checks the toolchain (``check_compile``); the test is
+    skipped when that check fails (no usable C++ toolchain), and fails with the script's output on any
+    other error.
     """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout_s)
+    source = _COMPILED_CHECK_PREAMBLE + script
+    done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         output = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         pytest.fail(f"compile check failed (exit {done.returncode}):\n{output}")

@@ -62,8 +62,8 @@ def to_channels_last(network: torch.nn.Module) -> torch.nn.Module:
 def cpp_compiler() -> str | None:
     """Path of the C++ compiler TorchInductor can use on the CPU (``$CXX``, g++, clang++, c++), or None."""
     for name in (os.environ.get("CXX", ""), "g++", "clang++", "c++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
+        if name and (path := shutil.which(name)):
+            return path
     return None
 
 

@@ -23,20 +23,11 @@ def test_check_compile_without_a_compiler_says_so(monkeypatch):
 # Two SGD steps of SupervisedTrainer(compile=...) from the same initial weights; run in a fresh process
 # (see the compiled_check fixture). Prints the losses and the largest weight difference per network.
 TRAINING_STEPS = """
-import json
-import torch
 from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
-from app.engine import check_compile, place_network
-
-torch.set_num_threads(1)
-try:
-    check_compile(True, "cpu")
-except RuntimeError as error:
-    print(json.dumps({"skip": str(error)}))
-    raise SystemExit(0)
+from app.engine import place_network
 
 
 def trained(compile_network):
