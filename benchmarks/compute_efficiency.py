@@ -1,4 +1,4 @@
-"""Benchmark 4: achieved FLOP/s of the U-Net against the machine's measured fp32 matmul peak.
+"""Benchmark 4: achieved FLOP/s of the U-Net against the machine's measured matmul peak.
 
     python -m benchmarks.compute_efficiency            # 4 windows of 96^3, 4096^2 matmul, 7 rounds
     python -m benchmarks.compute_efficiency --quick    # tiny smoke test
@@ -8,11 +8,16 @@ matmuls only). The peak is a large fp32 ``torch.mm`` on the same device, timed i
 the network backends so that both see the same machine load:
 
 - ``eager`` (the reference recipe): PyTorch eager, default ``NCDHW`` weights;
-- ``channels_last`` (the project's default): ``inference_network(..., channels_last=True)``;
+- ``channels_last`` (the project's default): ``inference_network(..., channels_last=True,
+  fold_batch_norm=True)``: channels-last weights, batch norm folded into the convolutions;
 - ``inductor`` (a project option, left out with ``--quick`` and without a C++ compiler on the CPU):
   ``inference_network(..., backend="inductor", channels_last=True)``, compiled in the warm-up call
   (its seconds are reported, not counted in the rounds);
-- ``onnxruntime`` (a project option): ``inference_network(..., backend="onnxruntime")``.
+- ``onnxruntime`` (a project option): ``inference_network(..., backend="onnxruntime")``;
+- ``bf16`` (a project option, where the device has native bfloat16 arithmetic): the project's default
+  network (channels-last, folded batch norm) under ``precision="bf16"`` autocast, measured against
+  the peak of a bfloat16 ``torch.mm`` (``matmul_bf16``), since a 16-bit network is only as efficient as
+  it is close to the 16-bit peak.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from app.engine import cpp_compiler
+from app.engine.precision import native_16bit
 from app.inferers.backends import inference_network
 from benchmarks.baseline import reference_network
 from benchmarks.common import (
@@ -80,38 +86,49 @@ def main(argv: list[str] | None = None) -> dict:
     network_flops = counter.get_total_flops()
     backends = {
         "eager": network,
-        "channels_last": inference_network(copy.deepcopy(network), channels_last=True),
+        "channels_last": inference_network(
+            copy.deepcopy(network), channels_last=True, fold_batch_norm=True
+        ).eval(),
     }
     if not args.quick and (device.type != "cpu" or cpp_compiler() is not None):
         compiled = inference_network(copy.deepcopy(network), backend="inductor", channels_last=True)
         backends["inductor"] = compiled
     if importlib.util.find_spec("onnxruntime") is not None:
         backends["onnxruntime"] = inference_network(copy.deepcopy(network), backend="onnxruntime").eval()
+    peaks = {name: "matmul" for name in backends}
     a = torch.rand(sizes["matmul"], sizes["matmul"], device=device)
     b = torch.rand(sizes["matmul"], sizes["matmul"], device=device)
     arms = {"matmul": timed_call(lambda: torch.mm(a, b), device)}
+    if native_16bit(torch.bfloat16, device):
+        backends["bf16"] = inference_network(
+            copy.deepcopy(network), channels_last=True, fold_batch_norm=True, precision="bf16"
+        ).eval()
+        peaks["bf16"] = "matmul_bf16"
+        a16, b16 = a.bfloat16(), b.bfloat16()
+        arms["matmul_bf16"] = timed_call(lambda: torch.mm(a16, b16), device)
     for name, net in backends.items():
         arms[name] = timed_call(lambda net=net: net(windows), device)
     with torch.no_grad():
         # the first calls: oneDNN primitives, compiling, the ONNX export
         warm_up = {name: arm()["seconds"] for name, arm in arms.items()}
         runs = interleaved_rounds(arms, repeats)
-    mm_seconds = [r["seconds"] for r in runs.pop("matmul")]
-    peak = matmul_flops(sizes["matmul"]) / median(mm_seconds) / 1e9
-    summary = {
-        "matmul": {
-            "gflops": peak,
-            "best_gflops": matmul_flops(sizes["matmul"]) / min(mm_seconds) / 1e9,
-            "seconds": mm_seconds,
-        }
-    }
+    summary = {}
+    for name in ("matmul", "matmul_bf16"):
+        if name in runs:
+            mm_seconds = [r["seconds"] for r in runs.pop(name)]
+            summary[name] = {
+                "gflops": matmul_flops(sizes["matmul"]) / median(mm_seconds) / 1e9,
+                "best_gflops": matmul_flops(sizes["matmul"]) / min(mm_seconds) / 1e9,
+                "seconds": mm_seconds,
+            }
     for name, records in runs.items():
         seconds = [r["seconds"] for r in records]
         gflops = network_flops / median(seconds) / 1e9
         summary[name] = {
             "gflops": gflops,
             "best_gflops": network_flops / min(seconds) / 1e9,
-            "fraction_of_matmul_peak": gflops / peak,
+            "peak": peaks[name],
+            "fraction_of_matmul_peak": gflops / summary[peaks[name]]["gflops"],
             "seconds": seconds,
             "warm_up_seconds": warm_up[name],
         }
@@ -133,20 +150,23 @@ def table(summary: dict, sizes: dict, network_flops: int, repeats: int) -> str:
     roi = "x".join(map(str, sizes["roi"]))
     lines = [
         f"### Compute efficiency: U-Net on {sizes['batch']} windows of {roi} "
-        f"({network_flops / 1e9:.1f} GFLOP), fp32 matmul {sizes['matmul']}^2, {repeats} rounds (medians)",
+        f"({network_flops / 1e9:.1f} GFLOP), matmul {sizes['matmul']}^2, {repeats} rounds (medians)",
         "",
-        "| arm | GFLOP/s (median) | GFLOP/s (best) | % of matmul peak | first call s |",
-        "|---|---|---|---|---|",
+        "| arm | GFLOP/s (median) | GFLOP/s (best) | % of matmul peak | peak | first call s |",
+        "|---|---|---|---|---|---|",
     ]
     for name, row in summary.items():
-        share = "100 (peak)" if name == "matmul" else f"{100 * row['fraction_of_matmul_peak']:.0f}"
+        peak = row.get("peak", name)
+        share = "100 (peak)" if peak == name else f"{100 * row['fraction_of_matmul_peak']:.0f}"
         first = f"{row['warm_up_seconds']:.1f}" if "warm_up_seconds" in row else "-"
-        lines.append(f"| {name} | {row['gflops']:.1f} | {row['best_gflops']:.1f} | {share} | {first} |")
+        lines.append(
+            f"| {name} | {row['gflops']:.1f} | {row['best_gflops']:.1f} | {share} | {peak} | {first} |"
+        )
     return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
-    return base_parser("Achieved FLOP/s of the U-Net against the fp32 matmul peak.")
+    return base_parser("Achieved FLOP/s of the U-Net against the matmul peak.")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ Arms, run in alternating order each round in this process, all with 96^3 windows
 - ``baseline``: the reference recipe (:mod:`benchmarks.baseline`);
 - ``project``: the CT bundle's inference (``train.json`` + ``inference.json``) with its default
   choices (PyTorch backend, ``channels_last``, ``separable_inversion``);
-- ``project_onnxruntime``: the same with ``inference_backend: onnxruntime`` (when installed).
+- ``project_onnxruntime``: the same with ``inference_backend: onnxruntime`` (when installed);
+- ``project_bf16``: the defaults with ``inference_precision: bf16`` (only where the device has native
+  bfloat16 arithmetic: on other CPUs it is emulated and slower than float32).
 
 Reported per arm: median seconds per stage (see :mod:`benchmarks.instrument`), median peak RSS above
 the process's RSS before the run, the speedup (median baseline total / median arm total) and the
@@ -34,6 +36,7 @@ import torch
 from monai.transforms import Compose, RandSpatialCropSamplesd, SpatialPadd
 from torch.utils.flop_counter import FlopCounterMode
 
+from app.engine.precision import native_16bit
 from benchmarks.baseline import reference_evaluator, reference_network, reference_preprocessing
 from benchmarks.common import (
     PeakMemory,
@@ -59,6 +62,7 @@ QUICK = {"shape": (48, 48, 20), "roi": (32, 32, 32), "repeats": 1}
 PROJECT_VARIANTS = {
     "project": {},
     "project_onnxruntime": {"inference_backend": "onnxruntime"},
+    "project_bf16": {"inference_precision": "bf16"},
 }
 
 
@@ -221,6 +225,9 @@ def main(argv: list[str] | None = None) -> dict:
     if importlib.util.find_spec("onnxruntime") is None:
         logger.warning("onnxruntime is not installed: the project_onnxruntime arm is skipped")
         variants.pop("project_onnxruntime")
+    if not native_16bit(torch.bfloat16, device):
+        logger.warning("%s has no native bfloat16 arithmetic: the project_bf16 arm is skipped", device)
+        variants.pop("project_bf16")
     image = ct_volume(sizes["shape"])
     with tempfile.TemporaryDirectory(prefix="bench_infer_") as tmp:
         runs = run_inference_arms(image, device, sizes["roi"], repeats, Path(tmp), variants)

@@ -22,7 +22,11 @@ volume, for one epoch of 3 steps per round, in interleaved rounds in this proces
   convolutions); left out with ``--quick`` and where no C++ compiler is installed (the CPU backend needs
   one). Compiling happens once per process: a warm-up epoch before the rounds pays it (reported as
   ``compile s``); each round's new trainer still re-traces its first iteration, which the epoch figure
-  includes and the ``steady`` one leaves out.
+  includes and the ``steady`` one leaves out;
+- ``project_bf16``: the project with ``precision`` ``"bf16"`` (the training forward pass under
+  ``torch.autocast`` to bfloat16, :class:`app.engine.precision.AutocastNetwork`; weights, loss and
+  optimiser in float32), on CPUs with native bfloat16 arithmetic only (AVX-512 BF16 or AMX; elsewhere it
+  would be emulated and slower; on CUDA both sides already train with AMP).
 
 Each side's cache is built once (its time is reported as ``cache s``) and reused by every round.
 Throughput is the patches of the whole epoch over the epoch's time up to its last iteration (loader
@@ -42,7 +46,7 @@ from typing import Any
 import torch
 from ignite.engine import Events
 
-from app.engine import cpp_compiler
+from app.engine import cpp_compiler, native_16bit
 from benchmarks.baseline import reference_trainer
 from benchmarks.common import (
     PeakMemory,
@@ -64,6 +68,7 @@ FULL = {"n_cases": 10, "shape": (256, 256, 64), "batch_size": 2, "num_samples": 
 QUICK = {"n_cases": 5, "shape": (64, 64, 20), "batch_size": 2, "num_samples": 1, "steps": 2, "repeats": 1}
 CONTIGUOUS = {"channels_last": False}
 COMPILED = {"compile": True}
+BF16 = {"precision": "bf16"}
 
 
 def _measured_run(trainer: Any, device: torch.device) -> dict:
@@ -155,6 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
         }
         if compile_s is not None:
             arms["project_compiled"] = lambda: project(COMPILED)
+        if device.type == "cpu" and native_16bit(torch.bfloat16, device):
+            arms["project_bf16"] = lambda: project(BF16)
         runs = interleaved_rounds(arms, repeats)
     summary = summarise(runs, cache_s)
     if compile_s is not None:

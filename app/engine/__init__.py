@@ -13,6 +13,7 @@ from app.engine.handlers import EpochProgress, train_handlers, val_handlers
 from app.engine.history import TrainingHistory, read_history
 from app.engine.optim import make_optimizer
 from app.engine.overlays import BestWorstCases
+from app.engine.precision import AutocastNetwork, native_16bit, with_precision
 from app.engine.report import write_summary_json
 from app.engine.run import (
     check_compile,
@@ -38,6 +39,9 @@ __all__ = [
     "TrainingHistory",
     "read_history",
     "BestWorstCases",
+    "AutocastNetwork",
+    "native_16bit",
+    "with_precision",
     "write_run_report",
     "train_handlers",
     "val_handlers",

@@ -10,6 +10,7 @@ from app.networks.blocks import BLOCK_TYPES, DenseBlock, DoubleConvBlock, Mobile
 from app.networks.cascade import CascadedUNet
 from app.networks.decoder import DecoderBlock
 from app.networks.encoder import UNetEncoder, unet_channels
+from app.networks.ensemble import MeanEnsemble, ensemble_network
 from app.networks.heads import DeepSupervisionHeads, MultiHead, SegmentationHead
 from app.networks.skips import SKIP_TYPES, AttentionGate, AttentionSkip, ConcatSkip
 from app.networks.unet import FlexUNet
@@ -37,6 +38,8 @@ __all__ = [
     "DenseBlock",
     "DoubleConvBlock",
     "FlexUNet",
+    "MeanEnsemble",
+    "ensemble_network",
     "MobileBlock",
     "MultiHead",
     "ResidualBlock",

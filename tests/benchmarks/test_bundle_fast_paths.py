@@ -4,6 +4,8 @@ Built from ``bundles/ct/train.json`` + ``inference.json`` with ``ConfigParser`` 
 does) on a small generated CT volume with randomly initialised weights whose batch-norm statistics fit
 the volume. Tolerance: at least 99.9 % of the voxels get the same label (the benchmark's Dice target),
 with the same shape and affine; float rounding may flip voxels whose two class scores nearly tie.
+bfloat16 arithmetic rounds every layer to an 8-bit mantissa: at least 99.5 % equal labels for it (these
+random weights leave many near-ties; the benchmark reports its Dice on the large volume).
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from benchmarks.inference_e2e import calibrated_weights
 from benchmarks.project import project_evaluator
 
 ROI = (32, 32, 32)
-PLAIN = {"inference_backend": "torch", "channels_last": False, "separable_inversion": False}
+PLAIN = {
+    "inference_backend": "torch",
+    "channels_last": False,
+    "fold_batch_norm": False,
+    "separable_inversion": False,
+    "resample_dtype": "$torch.float64",
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -47,16 +55,18 @@ def plain(case):
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    ("overrides", "agreement"),
     [
-        {},  # the bundle defaults: channels_last + separable_inversion
-        {"channels_last": True},
-        {"separable_inversion": True},
-        {"inference_backend": "onnxruntime"},
+        ({}, 0.999),  # the bundle defaults: channels-last, folded batch norm, float32 resampling, ...
+        ({"channels_last": True}, 0.999),
+        ({"separable_inversion": True}, 0.999),
+        ({"resample_dtype": "$torch.float32"}, 0.999),
+        ({"inference_backend": "onnxruntime"}, 0.999),
+        ({"inference_precision": "bf16"}, 0.995),
     ],
-    ids=["defaults", "channels_last", "separable_inversion", "onnxruntime"],
+    ids=["defaults", "channels_last", "separable_inversion", "float32_resampling", "onnxruntime", "bf16"],
 )
-def test_fast_choice_gives_the_plain_labels(case, plain, overrides):
+def test_fast_choice_gives_the_plain_labels(case, plain, overrides, agreement):
     if overrides.get("inference_backend") == "onnxruntime":
         pytest.importorskip("onnxruntime")
     choice = {**PLAIN, **overrides} if overrides else {}
@@ -65,4 +75,4 @@ def test_fast_choice_gives_the_plain_labels(case, plain, overrides):
     assert labels.shape == expected.shape == (56, 48, 24)
     np.testing.assert_allclose(fast.affine, plain.affine, atol=1e-6)
     assert 0.05 < (expected == 1).mean() < 0.95  # the check is not between two constant labels
-    assert (labels == expected).mean() >= 0.999
+    assert (labels == expected).mean() >= agreement

@@ -26,7 +26,10 @@ def test_all_benchmarks_run_quick_and_write_results(tmp_path):
     assert {"baseline", "project", "project_contiguous"} <= results["train_throughput"]["arms"].keys()
     inference = results["inference_e2e"]["arms"]
     assert {"baseline", "project"} <= inference.keys()
-    assert all(arm["dice_vs_baseline"] >= 0.999 for arm in inference.values())
+    # float32 arms give the recipe's labels; bfloat16 (where the CPU has it) rounds near-ties of this tiny
+    # random network differently (Dice 0.9997 on the full-size volume)
+    assert all(arm["dice_vs_baseline"] >= 0.999 for name, arm in inference.items() if name != "project_bf16")
+    assert inference.get("project_bf16", {"dice_vs_baseline": 1.0})["dice_vs_baseline"] >= 0.98
     assert [row["shape"] for row in results["scaling"]["sizes"]] == [[32, 32, 16], [48, 48, 24]]
     assert results["compute_efficiency"]["arms"]["matmul"]["gflops"] > 0
     summary = (tmp_path / "results" / "results.md").read_text()

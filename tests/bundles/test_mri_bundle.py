@@ -11,6 +11,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from monai.bundle import ConfigParser
 
 from app.data.demo import make_mri_demo
@@ -204,3 +205,37 @@ def test_mri_exports_to_torchscript_and_onnx_with_the_same_predictions(trained, 
         None, {"image": x.numpy()}
     )[0]
     np.testing.assert_allclose(got, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_bf16_training_wraps_only_the_trainers_network(run_bundle, tmp_path):
+    from app.engine.precision import AutocastNetwork
+
+    trainer = _parsed(TRAIN, "train#trainer", precision="bf16", run_dir=str(tmp_path / "parsed"))
+    assert isinstance(trainer.network, AutocastNetwork) and trainer.network.autocast_training
+    run_dir = tmp_path / "run"
+    proc = run_bundle("training", TRAIN, run_dir=run_dir, epochs=1, precision="bf16", **SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    weights = safe_load(run_dir / "model.pt")
+    assert FIRST_CONV in weights and weights[FIRST_CONV].dtype == torch.float32  # no wrapper prefix
+
+
+def test_split_seed_keeps_the_split_when_the_training_seed_changes(tmp_path):
+    base = _parsed(TRAIN, "datalist", run_dir=str(tmp_path / "a"))
+    other_seed = _parsed(TRAIN, "datalist", seed=1, split_seed=0, run_dir=str(tmp_path / "b"))
+    assert other_seed["validation"] == base["validation"]
+    assert _parsed(TRAIN, "datalist", seed=1, run_dir=str(tmp_path / "c"))["validation"] != base["validation"]
+
+
+def test_evaluating_an_ensemble_of_identical_members_scores_as_one_model(run_bundle, trained, tmp_path):
+    run_dir, _ = trained
+    files = TRAIN + ["bundles/mri/evaluate.json"]
+    scores = []
+    for ensemble in ([], [str(run_dir)]):
+        eval_dir = tmp_path / f"eval{len(ensemble)}"
+        proc = run_bundle(
+            "evaluating", files, run_dir=run_dir, eval_dir=eval_dir, ensemble_runs=ensemble, **SMALL
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        scores.append(json.loads((eval_dir / "summary.json").read_text())["metrics"])
+    assert "ensemble of 2 networks" in proc.stdout + proc.stderr
+    assert scores[1]["val_mean_dice"] == pytest.approx(scores[0]["val_mean_dice"], abs=1e-6)

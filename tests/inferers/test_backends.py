@@ -3,7 +3,8 @@
 Tolerances: channels-last 1e-5 absolute (same arithmetic, other summation order); folded batch norm,
 TorchInductor and
 ONNX Runtime 1e-4 absolute and relative (fused element-wise passes; batch norm folded into the
-convolutions by ONNX Runtime), as the ONNX export test of the bundle.
+convolutions by ONNX Runtime), as the ONNX export test of the bundle; bfloat16 autocast 5 % of the
+logits' scale and 98 % of the argmax labels (8-bit mantissa: a rounding per layer).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from monai.networks.nets import UNet
 
 from app.engine import cpp_compiler
+from app.engine.precision import AutocastNetwork
 from app.inferers.backends import FoldedBatchNormNetwork, OnnxRuntimeNetwork, inference_network
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -157,3 +159,47 @@ def test_untraceable_network_runs_unfolded():
     with torch.no_grad():
         torch.testing.assert_close(folded(x), network(x))
     assert folded._derived is network
+
+
+def test_bf16_precision_runs_the_network_in_bfloat16_and_returns_float32():
+    plain = _unet()
+    fast = inference_network(_unet(seed=1), channels_last=True, fold_batch_norm=True, precision="bf16")
+    assert isinstance(fast, AutocastNetwork) and isinstance(fast.network, FoldedBatchNormNetwork)
+    fast.network.network.load_state_dict(plain.state_dict())  # as CheckpointLoader does
+    x = torch.rand(2, 1, 24, 20, 16)
+    with torch.no_grad():
+        reference, out = plain(x), fast.eval()(x)
+    assert out.dtype == torch.float32 and out.shape == reference.shape
+    # bfloat16 keeps 8 bits of mantissa: ~0.4 % per rounding, a few percent after the layers
+    error = (out - reference).abs().max().item()
+    assert 1e-5 < error <= 0.05 * reference.abs().max().item()  # rounded, not skipped
+    assert (out.argmax(1) == reference.argmax(1)).float().mean() >= 0.98
+
+
+def test_autocast_network_trains_through_the_network_in_float32():
+    net = AutocastNetwork(_unet().train(), torch.bfloat16)
+    out = net(torch.rand(2, 1, 16, 16, 16))
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    assert net.network.model[0].conv.unit0.conv.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"precision": "fp64"}, "precision must be one of .*'fp32', 'bf16', 'fp16'"),
+        ({"backend": "onnxruntime", "precision": "bf16"}, "ONNX Runtime runs float32"),
+    ],
+)
+def test_unsupported_precision_is_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        inference_network(_unet(), **kwargs)
+    with pytest.raises(ValueError, match="torch.bfloat16 or torch.float16"):
+        AutocastNetwork(_unet(), torch.float64)
+
+
+def test_16bit_precision_warns_on_a_device_that_would_emulate_it(monkeypatch, caplog):
+    monkeypatch.setattr("app.engine.precision.native_16bit", lambda dtype, device: False)
+    with caplog.at_level("WARNING", logger="app.engine.precision"):
+        inference_network(_unet(), precision="bf16")
+    assert "no native torch.bfloat16 arithmetic" in caplog.text and "use precision 'fp32'" in caplog.text

@@ -1,0 +1,85 @@
+"""Mean ensembles of trained networks: averaged probabilities, members from run folders, leakage refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from monai.networks.nets import UNet
+
+from app.errors import InputError
+from app.networks import MeanEnsemble, ensemble_network
+
+
+class _Constant(torch.nn.Module):
+    """Logits ``log(probs)`` at every voxel, whatever the input."""
+
+    def __init__(self, probs: list[float]) -> None:
+        super().__init__()
+        self.logits = torch.tensor(probs).log()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.view(1, -1, 1, 1).expand(x.shape[0], -1, *x.shape[2:])
+
+
+def test_softmax_of_the_ensemble_is_the_mean_of_the_members_probabilities():
+    ensemble = MeanEnsemble([_Constant([0.8, 0.2]), _Constant([0.4, 0.6])])
+    probs = torch.softmax(ensemble(torch.zeros(2, 1, 3, 4)), dim=1)
+    assert probs.shape == (2, 2, 3, 4)
+    torch.testing.assert_close(probs[0, :, 0, 0], torch.tensor([0.6, 0.4]))
+    # the argmax follows the mean, not a vote: 0.9/0.1 and 0.45/0.55 average to 0.675/0.325
+    vote = MeanEnsemble([_Constant([0.9, 0.1]), _Constant([0.45, 0.55]), _Constant([0.45, 0.55])])
+    assert torch.softmax(vote(torch.zeros(1, 1, 1, 1)), 1)[0, :, 0, 0].argmax() == 0
+    with pytest.raises(ValueError, match="at least one network"):
+        MeanEnsemble([])
+
+
+def _unet(seed: int) -> UNet:
+    torch.manual_seed(seed)
+    return UNet(3, 1, 3, channels=(4, 8), strides=(2,), num_res_units=1).eval()
+
+
+def _run(tmp_path, name: str, seed: int, training: list[str], validation: list[str]):
+    run = tmp_path / name
+    run.mkdir()
+    torch.save(_unet(seed).state_dict(), run / "model.pt")
+    entries = {
+        "training": [{"image": i, "label": i + ".label"} for i in training],
+        "validation": [{"image": i, "label": i + ".label"} for i in validation],
+    }
+    (run / "datalist.json").write_text(json.dumps(entries))
+    return run
+
+
+def test_members_are_loaded_from_their_run_folders(tmp_path):
+    this = _run(tmp_path, "a", 0, ["c1", "c2"], ["c3"])
+    other = _run(tmp_path, "b", 1, ["c1", "c2"], ["c3"])
+    network = _unet(0)
+    assert ensemble_network(network, []) is network
+    ensemble = ensemble_network(network, [other], datalist=this / "datalist.json").eval()
+    assert isinstance(ensemble, MeanEnsemble) and ensemble.members[0] is network
+    x = torch.rand(1, 1, 8, 8, 8)
+    with torch.no_grad():
+        expected = (torch.softmax(_unet(0)(x), 1) + torch.softmax(_unet(1)(x), 1)) / 2
+        torch.testing.assert_close(torch.softmax(ensemble(x), 1), expected)
+
+
+def test_a_member_trained_on_validation_cases_is_refused(tmp_path):
+    this = _run(tmp_path, "a", 0, ["c1", "c2"], ["c3"])
+    leaky = _run(tmp_path, "b", 1, ["c2", "c3"], ["c1"])
+    with pytest.raises(
+        InputError, match=r"b/datalist.json: ensemble member trained on 1 validation case\(s\)"
+    ):
+        ensemble_network(_unet(0), [leaky], datalist=this / "datalist.json")
+    # without a reference split (inference on new images) there is nothing to leak
+    assert isinstance(ensemble_network(_unet(0), [leaky]), MeanEnsemble)
+
+
+def test_missing_or_mismatched_member_weights_name_the_file(tmp_path):
+    with pytest.raises(InputError, match="nowhere/model.pt: ensemble member has no weights file"):
+        ensemble_network(_unet(0), [tmp_path / "nowhere"])
+    run = _run(tmp_path, "b", 1, [], [])
+    torch.save(UNet(3, 1, 2, channels=(4, 8), strides=(2,)).state_dict(), run / "model.pt")
+    with pytest.raises(InputError, match="b/model.pt: weights do not fit this bundle's network"):
+        ensemble_network(_unet(0), [run])
