@@ -28,7 +28,7 @@ def native_16bit(dtype: torch.dtype, device: torch.device | str) -> bool:
     AMX-FP16 for float16). Elsewhere autocast to ``dtype`` is emulated and slower than float32."""
     device = torch.device(device)
     if device.type == "cuda":
-        return dtype == torch.float16 or torch.cuda.is_bf16_supported()
+        return dtype == torch.float16 or (dtype == torch.bfloat16 and torch.cuda.is_bf16_supported())
     checks = {
         torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported,
         torch.float16: torch.ops.mkldnn._is_mkldnn_fp16_supported,
