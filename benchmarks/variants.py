@@ -193,7 +193,7 @@ ROWS: dict[str, list[Row]] = {
         *MONAI_ROWS,
     ],
     "em": [
-        Row("default", note="the bundle's network: UNet2015 16-256, batch norm"),
+        Row("default", note="the bundle's network: UNet2015 16-256, cpu preset"),
         *(Row(name, overlay=name) for name in OVERLAYS if name not in ("unetpp_ds", "cascade")),
     ],
 }

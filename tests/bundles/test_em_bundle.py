@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import itk
 import numpy as np
+import torch
 from PIL import Image
+
+from app.data.demo import make_em_demo
 
 # A narrow, shallow U-Net and small tiles keep the run to seconds on CPU; the bundle logic is the same.
 SMALL = {"features": 4, "depth": 2, "tile_size": 124, "epochs": 1, "val_interval": 1, "samples_per_image": 1}
 
 
-def test_em_train_infer_evaluate(run_bundle, demo_root, tmp_path):
+def test_em_train_infer_evaluate(run_bundle, tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_bundle("training", ["bundles/em/train.json"], run_dir=run_dir, **SMALL)
+    # not the default folder: evaluation must take the run's split, not make one from the default data
+    dataset_dir = make_em_demo(tmp_path / "em", n_train=6, n_test=2, size=256)
+    proc = run_bundle(
+        "training", ["bundles/em/train.json"], run_dir=run_dir, dataset_dir=dataset_dir, **SMALL
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "val_mean_dice" in proc.stdout + proc.stderr
     for name in ("model.pt", "model_final.pt", "checkpoint.pt", "datalist.json", "config.json"):
@@ -25,7 +33,7 @@ def test_em_train_infer_evaluate(run_bundle, demo_root, tmp_path):
     assert datalist["training"] and datalist["validation"]
     assert json.loads((run_dir / "config.json").read_text())["tile_size"] == 124
 
-    test_dir = demo_root / "em" / "test"
+    test_dir = dataset_dir / "test"
     proc = run_bundle(
         "inference",
         ["bundles/em/train.json", "bundles/em/inference.json"],
@@ -56,8 +64,13 @@ def test_em_train_infer_evaluate(run_bundle, demo_root, tmp_path):
         "evaluating", ["bundles/em/train.json", "bundles/em/evaluate.json"], run_dir=run_dir, **SMALL
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run_dir / "datalist.json").read_text()) == datalist  # the training record is untouched
     summary = json.loads((run_dir / "eval" / "summary.json").read_text())
     assert summary["num_images"] == len(datalist["validation"])
+    with open(run_dir / "eval" / "metrics.csv") as f:
+        evaluated = [line.split(",")[0] for line in f.read().splitlines()[1:]]
+    assert sorted(evaluated) == sorted(Path(item["image"]).name for item in datalist["validation"])
+    assert all(str(dataset_dir) in item["image"] for item in datalist["validation"])
     assert 0.0 <= summary["metrics"]["pixel_error"]["mean"] <= 1.0
     assert (run_dir / "eval" / "metrics.csv").is_file()
 
@@ -73,3 +86,22 @@ def test_em_missing_dataset_dir_is_a_clear_error(run_bundle, tmp_path):
     assert proc.returncode != 0
     assert f"{tmp_path / 'does_not_exist'}: dataset_dir does not exist" in proc.stderr
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_precision_and_channels_last_reach_the_trainers_network(tmp_path):
+    from monai.bundle import ConfigParser
+
+    from app.engine.precision import AutocastNetwork
+    from app.paths import REPO_ROOT
+
+    parser = ConfigParser()
+    parser.read_meta(REPO_ROOT / "bundles/em/metadata.json")
+    parser.read_config(str(REPO_ROOT / "bundles/em/train.json"))
+    parser.update({"precision": "bf16", "run_dir": str(tmp_path / "run"), **SMALL})
+    trainer = parser.get_parsed_content("train#trainer")
+    assert isinstance(trainer.network, AutocastNetwork) and trainer.network.autocast_training
+    network = parser.get_parsed_content("network")
+    assert trainer.network.network is network  # validation and checkpoints use the float32 network
+    conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not isinstance(parser.get_parsed_content("validate#evaluator").network, AutocastNetwork)
