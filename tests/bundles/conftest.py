@@ -42,3 +42,26 @@ def run_bundle(demo_root):
         return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def parse_bundle():
+    """``parse_bundle([config files], key, key=value...)`` -> the parsed ``key``, in this process; a list
+    of keys gives a list of their contents, parsed together (they share the objects they refer to).
+
+    The metadata is the first file's bundle's ``metadata.json``; overrides replace config values as the
+    command line's ``--key value`` would.
+    """
+
+    def parse(config_files: list[str], key: str | list[str], **overrides):
+        from monai.bundle import ConfigParser
+
+        parser = ConfigParser()
+        parser.read_meta(REPO_ROOT / Path(config_files[0]).parent / "metadata.json")
+        parser.read_config([str(REPO_ROOT / f) for f in config_files])
+        parser.update(overrides)
+        if isinstance(key, list):
+            return [parser.get_parsed_content(k) for k in key]
+        return parser.get_parsed_content(key)
+
+    return parse

@@ -97,16 +97,12 @@ def test_evaluate_writes_per_case_csv_and_summary(run_bundle, trained):
     assert "ct_" in raw[1]
 
 
-def test_evaluate_takes_the_runs_saved_split_whatever_dataset_dir_says(trained, tmp_path):
-    from monai.bundle import ConfigParser
-
+def test_evaluate_takes_the_runs_saved_split_whatever_dataset_dir_says(parse_bundle, trained, tmp_path):
     run_dir, _ = trained
     saved = (run_dir / "datalist.json").read_text()
-    parser = ConfigParser()
-    parser.read_meta(REPO_ROOT / "bundles/ct/metadata.json")
-    parser.read_config([str(REPO_ROOT / f) for f in TRAIN + ["bundles/ct/evaluate.json"]])
-    parser.update({"run_dir": str(run_dir), "dataset_dir": str(tmp_path / "elsewhere")})
-    assert parser.get_parsed_content("datalist") == json.loads(saved)
+    files = TRAIN + ["bundles/ct/evaluate.json"]
+    datalist = parse_bundle(files, "datalist", run_dir=str(run_dir), dataset_dir=str(tmp_path / "elsewhere"))
+    assert datalist == json.loads(saved)
     assert (run_dir / "datalist.json").read_text() == saved
 
 

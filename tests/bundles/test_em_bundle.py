@@ -88,20 +88,18 @@ def test_em_missing_dataset_dir_is_a_clear_error(run_bundle, tmp_path):
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
 
 
-def test_precision_and_channels_last_reach_the_trainers_network(tmp_path):
-    from monai.bundle import ConfigParser
-
+def test_precision_and_channels_last_reach_the_trainers_network(parse_bundle, tmp_path):
     from app.engine.precision import AutocastNetwork
-    from app.paths import REPO_ROOT
 
-    parser = ConfigParser()
-    parser.read_meta(REPO_ROOT / "bundles/em/metadata.json")
-    parser.read_config(str(REPO_ROOT / "bundles/em/train.json"))
-    parser.update({"precision": "bf16", "run_dir": str(tmp_path / "run"), **SMALL})
-    trainer = parser.get_parsed_content("train#trainer")
+    trainer, evaluator = parse_bundle(
+        ["bundles/em/train.json"],
+        ["train#trainer", "validate#evaluator"],
+        precision="bf16",
+        run_dir=str(tmp_path / "run"),
+        **SMALL,
+    )
     assert isinstance(trainer.network, AutocastNetwork) and trainer.network.autocast_training
-    network = parser.get_parsed_content("network")
-    assert trainer.network.network is network  # validation and checkpoints use the float32 network
+    network = trainer.network.network
+    assert evaluator.network is network  # validation and checkpoints use the float32 network
     conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    assert not isinstance(parser.get_parsed_content("validate#evaluator").network, AutocastNetwork)

@@ -102,14 +102,6 @@ def test_evaluate_writes_per_case_per_class_csv_and_summary(run_bundle, trained)
     assert (run_dir / "command.json").read_text() == command
 
 
-def _parsed(files: list[str], key: str, **overrides):
-    parser = ConfigParser()
-    parser.read_meta(REPO_ROOT / "bundles/mri/metadata.json")
-    parser.read_config([str(REPO_ROOT / f) for f in files])
-    parser.update(overrides)
-    return parser.get_parsed_content(key)
-
-
 @pytest.mark.parametrize(
     ("files", "overrides", "axes"),
     [
@@ -120,9 +112,9 @@ def _parsed(files: list[str], key: str, **overrides):
         (TRAIN + ["bundles/mri/inference.json"], {"tta": False}, ()),
     ],
 )
-def test_test_time_mirroring_follows_the_training_flips(files, overrides, axes):
-    assert _parsed(files, "validate#inferer", **overrides).spatial_axes == axes
-    flips = _parsed(files, "train#augmentation", **overrides)[2].transforms
+def test_test_time_mirroring_follows_the_training_flips(parse_bundle, files, overrides, axes):
+    assert parse_bundle(files, "validate#inferer", **overrides).spatial_axes == axes
+    flips = parse_bundle(files, "train#augmentation", **overrides)[2].transforms
     assert [f.flipper.spatial_axis for f in flips] == list(overrides.get("flip_axes", [0]))
 
 
@@ -207,10 +199,10 @@ def test_mri_exports_to_torchscript_and_onnx_with_the_same_predictions(trained, 
     np.testing.assert_allclose(got, reference, atol=1e-4, rtol=1e-4)
 
 
-def test_bf16_training_wraps_only_the_trainers_network(run_bundle, tmp_path):
+def test_bf16_training_wraps_only_the_trainers_network(run_bundle, parse_bundle, tmp_path):
     from app.engine.precision import AutocastNetwork
 
-    trainer = _parsed(TRAIN, "train#trainer", precision="bf16", run_dir=str(tmp_path / "parsed"))
+    trainer = parse_bundle(TRAIN, "train#trainer", precision="bf16", run_dir=str(tmp_path / "parsed"))
     assert isinstance(trainer.network, AutocastNetwork) and trainer.network.autocast_training
     run_dir = tmp_path / "run"
     proc = run_bundle("training", TRAIN, run_dir=run_dir, epochs=1, precision="bf16", **SMALL)
@@ -219,11 +211,14 @@ def test_bf16_training_wraps_only_the_trainers_network(run_bundle, tmp_path):
     assert FIRST_CONV in weights and weights[FIRST_CONV].dtype == torch.float32  # no wrapper prefix
 
 
-def test_split_seed_keeps_the_split_when_the_training_seed_changes(tmp_path):
-    base = _parsed(TRAIN, "datalist", run_dir=str(tmp_path / "a"))
-    other_seed = _parsed(TRAIN, "datalist", seed=1, split_seed=0, run_dir=str(tmp_path / "b"))
+def test_split_seed_keeps_the_split_when_the_training_seed_changes(parse_bundle, tmp_path):
+    base = parse_bundle(TRAIN, "datalist", run_dir=str(tmp_path / "a"))
+    other_seed = parse_bundle(TRAIN, "datalist", seed=1, split_seed=0, run_dir=str(tmp_path / "b"))
     assert other_seed["validation"] == base["validation"]
-    assert _parsed(TRAIN, "datalist", seed=1, run_dir=str(tmp_path / "c"))["validation"] != base["validation"]
+    assert (
+        parse_bundle(TRAIN, "datalist", seed=1, run_dir=str(tmp_path / "c"))["validation"]
+        != base["validation"]
+    )
 
 
 def test_evaluating_an_ensemble_of_identical_members_scores_as_one_model(run_bundle, trained, tmp_path):
