@@ -16,6 +16,7 @@ from monai.bundle import ConfigParser
 from monai.utils import set_determinism
 
 from app.engine.distributed import rank
+from app.flags import as_bool
 
 __all__ = [
     "start_run",
@@ -43,13 +44,14 @@ def place_network(
     Args:
         network: any module.
         device: where it trains or predicts.
-        channels_last: also store its weights in the channels-last memory format (``channels_last_3d``
-            for a network with 3-D convolutions, ``channels_last`` for 2-D), which oneDNN convolves on
-            the CPU without reordering layouts around each convolution; the outputs are the same to float
-            rounding, and checkpoints load into either format.
+        channels_last: (a bool, or a word :func:`app.flags.as_bool` reads) also store its weights in the
+            channels-last memory format (``channels_last_3d`` for a network with 3-D convolutions,
+            ``channels_last`` for 2-D), which oneDNN convolves on the CPU without reordering layouts
+            around each convolution; the outputs are the same to float rounding, and checkpoints load into
+            either format.
     """
     network = network.to(device)
-    return to_channels_last(network) if channels_last else network
+    return to_channels_last(network) if as_bool(channels_last, "channels_last") else network
 
 
 def to_channels_last(network: torch.nn.Module) -> torch.nn.Module:
@@ -79,8 +81,9 @@ def check_compile(enabled: bool, device: torch.device | str) -> bool:
         RuntimeError: ``enabled`` on a CPU device and no C++ compiler (``$CXX``, ``g++``, ``clang++``,
             ``c++``) on ``PATH``.
     """
+    enabled = as_bool(enabled, "compile")
     if not enabled or torch.device(device).type != "cpu":
-        return bool(enabled)
+        return enabled
     if cpp_compiler() is None:
         raise RuntimeError(
             "compile is true but no C++ compiler (g++, clang++ or $CXX) is on PATH: torch.compile needs one "

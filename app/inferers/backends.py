@@ -36,6 +36,7 @@ from torch.fx.experimental.optimization import fuse
 
 from app.engine.precision import PRECISIONS, with_precision
 from app.engine.run import check_compile, to_channels_last
+from app.flags import as_bool
 from app.io.onnx_export import export_onnx
 
 __all__ = [
@@ -218,7 +219,8 @@ def inference_network(
         :class:`OnnxRuntimeNetwork` wrapping it.
 
     Raises:
-        ValueError: for an unknown ``backend`` or ``precision``, or 16-bit ``precision`` with ONNX Runtime.
+        ValueError: for an unknown ``backend`` or ``precision``, 16-bit ``precision`` with ONNX Runtime, or
+            flags that are not booleans (words as :func:`app.flags.as_bool` reads them are accepted).
         RuntimeError: ``"inductor"`` on a CPU-only machine without a C++ compiler.
     """
     if backend not in INFERENCE_BACKENDS:
@@ -229,10 +231,11 @@ def inference_network(
         if precision != "fp32":
             raise ValueError(f"precision {precision!r} needs a PyTorch backend; ONNX Runtime runs float32")
         return OnnxRuntimeNetwork(network)
-    network = to_channels_last(network) if channels_last else network
+    network = to_channels_last(network) if as_bool(channels_last, "channels_last") else network
     device = next(network.parameters()).device
     if backend == "inductor":
         check_compile(True, device)
-    wrapped = FoldedBatchNormNetwork(network) if fold_batch_norm and backend == "torch" else network
+    fold = as_bool(fold_batch_norm, "fold_batch_norm")
+    wrapped = FoldedBatchNormNetwork(network) if fold and backend == "torch" else network
     wrapped = with_precision(wrapped, precision, device)
     return torch.compile(wrapped, dynamic=False) if backend == "inductor" else wrapped

@@ -27,7 +27,7 @@ from monai.inferers import Inferer
 from monai.utils import convert_data_type, convert_to_dst_type, ensure_tuple_rep
 from torch import nn
 
-from app.inferers.tta import apply_symmetry, flip_combinations, invert_symmetry, square_symmetries
+from app.inferers.tta import Symmetry, apply_symmetry, flip_combinations, invert_symmetry, square_symmetries
 
 __all__ = ["BLEND_MODES", "PADDING_MODES", "OverlapTileInferer", "mirror_pad"]
 
@@ -132,12 +132,17 @@ class OverlapTileInferer(Inferer):
         tta: test-time augmentation: average the predictions over the 8 flips and 90-degree rotations of
             the plane in 2D (the paper averaged rotated inputs), or over the 8 combinations of flips along
             the spatial axes in 3D; each prediction is transformed back before averaging.
+        tta_flip_axes: restrict ``tta`` to the flips of these spatial axes (0 = first spatial axis), every
+            combination of them, ``2**k`` passes and no rotations: for a network trained with only those
+            flips (e.g. labels that are offset from the image along the other axis). None (default): the
+            full set above.
         device: device of the stitched output; default: the input's device.
         sw_device: device the network runs on; default: the input's device.
 
     Raises:
         ValueError: for non-positive ``roi_size`` or ``sw_batch_size``, negative ``margin``, ``overlap``
-            outside ``[0, 1)``, or an unknown ``mode`` or ``padding_mode``.
+            outside ``[0, 1)``, an unknown ``mode`` or ``padding_mode``, or ``tta_flip_axes`` that are not
+            distinct ints >= 0.
 
     Example::
 
@@ -156,6 +161,7 @@ class OverlapTileInferer(Inferer):
         mode: str = "constant",
         padding_mode: str = "reflect",
         tta: bool = False,
+        tta_flip_axes: Sequence[int] | None = None,
         device: torch.device | str | None = None,
         sw_device: torch.device | str | None = None,
     ) -> None:
@@ -175,6 +181,11 @@ class OverlapTileInferer(Inferer):
             raise ValueError(f"mode must be one of {BLEND_MODES}, got {mode!r}")
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        if tta_flip_axes is not None:
+            axes = tuple(tta_flip_axes)
+            if any(not isinstance(a, int) or a < 0 for a in axes) or len(set(axes)) != len(axes):
+                raise ValueError(f"tta_flip_axes must be None or distinct ints >= 0, got {tta_flip_axes!r}")
+            tta_flip_axes = axes
         self.roi_size = roi_size
         self.margin = margin
         self.sw_batch_size = sw_batch_size
@@ -182,6 +193,7 @@ class OverlapTileInferer(Inferer):
         self.mode = mode
         self.padding_mode = padding_mode
         self.tta = tta
+        self.tta_flip_axes = tta_flip_axes
         self.device = device
         self.sw_device = sw_device
         # probed margins per network and (roi, in_channels); weak keys so networks can be freed
@@ -224,7 +236,7 @@ class OverlapTileInferer(Inferer):
             raise ValueError(f"roi_size {roi} must exceed 2 * margin {margin} in every dimension")
 
         if self.tta:
-            symmetries = square_symmetries() if n_dims == 2 else flip_combinations(range(n_dims))
+            symmetries = self._symmetries(n_dims)
             output = None
             for symmetry in symmetries:
                 pred = self._infer(apply_symmetry(image, symmetry), network, roi, margin, args, kwargs)
@@ -236,6 +248,16 @@ class OverlapTileInferer(Inferer):
         if temp_meta is not None:
             return convert_to_dst_type(output, temp_meta, device=output.device)[0]
         return output
+
+    def _symmetries(self, n_dims: int) -> list[Symmetry]:
+        """The test-time symmetries: flips of ``tta_flip_axes``, or the full set for ``n_dims``."""
+        if self.tta_flip_axes is None:
+            return square_symmetries() if n_dims == 2 else flip_combinations(range(n_dims))
+        if self.tta_flip_axes and max(self.tta_flip_axes) >= n_dims:
+            raise ValueError(
+                f"tta_flip_axes {self.tta_flip_axes} do not fit an input with {n_dims} spatial dims"
+            )
+        return flip_combinations(self.tta_flip_axes)
 
     @staticmethod
     def _per_dim(value: int | Sequence[int], n_dims: int, name: str) -> tuple[int, ...]:

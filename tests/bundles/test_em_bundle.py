@@ -7,6 +7,7 @@ from pathlib import Path
 
 import itk
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -103,3 +104,36 @@ def test_precision_and_channels_last_reach_the_trainers_network(parse_bundle, tm
     assert evaluator.network is network  # validation and checkpoints use the float32 network
     conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_flips_rotations_and_tta_follow_the_choices_given_as_words(parse_bundle, tmp_path):
+    from monai.transforms import RandFlipd, RandRotate90d
+
+    common = {"run_dir": str(tmp_path / "run"), **SMALL}
+    # default: x flips only, no quarter turns (ISBI labels sit ~0.6 px off the image along y); TTA mirrors x
+    augmentation, inferer = parse_bundle(
+        ["bundles/em/train.json"], ["train#augmentation", "validate#inferer"], **common
+    )
+    flips = [t.flipper.spatial_axis for t in augmentation[0].transforms if isinstance(t, RandFlipd)]
+    rotate = next(t for t in augmentation if isinstance(t, RandRotate90d))
+    assert flips == [0] and rotate.prob == 0.0
+    assert inferer.tta is False and inferer.tta_flip_axes == (0,)
+    # as typed on the command line: the strings 'false' / 'true' are read as booleans
+    augmentation, inferer = parse_bundle(
+        ["bundles/em/train.json"],
+        ["train#augmentation", "validate#inferer"],
+        rotate90="true",
+        tta="true",
+        flip_axes=[0, 1],
+        **common,
+    )
+    flips = [t.flipper.spatial_axis for t in augmentation[0].transforms if isinstance(t, RandFlipd)]
+    assert flips == [0, 1] and next(t for t in augmentation if isinstance(t, RandRotate90d)).prob == 0.5
+    assert inferer.tta is True and inferer.tta_flip_axes is None  # the 8 symmetries of the square
+    assert parse_bundle(["bundles/em/train.json"], "validate#inferer", tta="false", **common).tta is False
+    with pytest.raises(Exception) as info:
+        parse_bundle(["bundles/em/train.json"], "train#augmentation", rotate90="ture", **common)
+    causes = [info.value]
+    while causes[-1].__cause__ is not None:
+        causes.append(causes[-1].__cause__)
+    assert "rotate90 must be true or false, got 'ture'" in [str(c) for c in causes]

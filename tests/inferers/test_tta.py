@@ -90,3 +90,32 @@ def test_overlap_tile_tta_still_averages_the_eight_square_symmetries():
     out = OverlapTileInferer(roi_size=12, margin=0, tta=True)(x, RampNet())
     # mapped back, the ramp 0..11 runs forwards and backwards along each axis twice: mean 5.5 everywhere
     torch.testing.assert_close(out, x + 5.5)
+
+
+def test_overlap_tile_tta_flip_axes_mirrors_only_those_axes():
+    x = torch.rand(1, 1, 12, 10)
+    ramp_axis, other_axis = RampNet(), RampNet()
+    # flips of the ramp's axis: (x + ramp) and x + mirrored ramp, mean x + 5.5; two passes, no turns
+    torch.testing.assert_close(
+        OverlapTileInferer(12, margin=0, tta=True, tta_flip_axes=[0])(x, ramp_axis), x + 5.5
+    )
+    assert ramp_axis.calls == 2
+    # flips of the other axis leave the ramp as it is
+    out = OverlapTileInferer(12, margin=0, tta=True, tta_flip_axes=(1,))(x, other_axis)
+    torch.testing.assert_close(out, RampNet()(x))
+    no_flips = RampNet()
+    torch.testing.assert_close(
+        OverlapTileInferer(12, margin=0, tta=True, tta_flip_axes=())(x, no_flips), RampNet()(x)
+    )
+    assert no_flips.calls == 1
+
+
+@pytest.mark.parametrize("axes", [[0, 0], [-1], [0.5]])
+def test_overlap_tile_bad_tta_flip_axes_are_refused(axes):
+    with pytest.raises(ValueError, match="tta_flip_axes"):
+        OverlapTileInferer(12, tta=True, tta_flip_axes=axes)
+
+
+def test_overlap_tile_tta_flip_axis_beyond_the_input_is_named():
+    with pytest.raises(ValueError, match=r"tta_flip_axes \(2,\) do not fit an input with 2 spatial dims"):
+        OverlapTileInferer(12, margin=0, tta=True, tta_flip_axes=[2])(torch.rand(1, 1, 12, 12), RampNet())
