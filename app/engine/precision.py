@@ -64,12 +64,17 @@ class AutocastNetwork(nn.Module):
         self.dtype = dtype
         self.autocast_training = training
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``network(x)`` under autocast, as float32 (in training only when ``training`` was set)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """``network(x)`` under autocast, as float32 (in training only when ``training`` was set).
+
+        A list of outputs (deep supervision heads in training) comes back as a list of float32 tensors.
+        """
         if not self.autocast_training and (self.training or torch.is_grad_enabled()):
             return self.network(x)
         with torch.autocast(x.device.type, dtype=self.dtype):
             out = self.network(x)
+        if isinstance(out, (list, tuple)):
+            return [o.float() for o in out]
         return out.float()
 
 

@@ -7,6 +7,7 @@ import torch
 from monai.networks.nets import UNet
 
 from app.engine.precision import AutocastNetwork, native_16bit, with_precision
+from app.networks import FlexUNet
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -46,6 +47,18 @@ def test_training_autocast_convolves_in_bfloat16_and_learns_float32_weights():
     wrapped(x).square().mean().backward()
     cosine = torch.nn.functional.cosine_similarity(weight.grad.flatten(), reference.flatten(), dim=0)
     assert cosine > 0.99
+
+
+def test_training_autocast_returns_every_deep_supervision_output_in_float32():
+    torch.manual_seed(0)
+    net = FlexUNet(3, 1, 3, features=4, depth=2, deep_supervision=True).train()
+    wrapped = with_precision(net, "bf16", "cpu", training=True)
+    outs = wrapped(torch.rand(2, 1, 16, 16, 16))
+    assert isinstance(outs, list)
+    assert [tuple(o.shape) for o in outs] == [(2, 3, 16, 16, 16), (2, 3, 8, 8, 8)]
+    assert {o.dtype for o in outs} == {torch.float32}
+    sum(o.mean() for o in outs).backward()
+    assert next(net.aux_heads.parameters()).grad is not None
 
 
 def test_inference_only_autocast_leaves_training_in_float32():
