@@ -9,6 +9,7 @@ blocks (:mod:`app.networks.blocks`), skip fusions (:mod:`app.networks.skips`), h
 from app.networks.blocks import BLOCK_TYPES, DenseBlock, DoubleConvBlock, MobileBlock, ResidualBlock
 from app.networks.cascade import CascadedUNet
 from app.networks.decoder import DecoderBlock
+from app.networks.dynunet import DeepSupervisionDynUNet
 from app.networks.encoder import UNetEncoder, unet_channels
 from app.networks.ensemble import MeanEnsemble, ensemble_network
 from app.networks.heads import DeepSupervisionHeads, MultiHead, SegmentationHead
@@ -34,6 +35,7 @@ __all__ = [
     "CascadedUNet",
     "ConcatSkip",
     "DecoderBlock",
+    "DeepSupervisionDynUNet",
     "DeepSupervisionHeads",
     "DenseBlock",
     "DoubleConvBlock",

@@ -20,9 +20,9 @@ from app.paths import REPO_ROOT
 
 TRAIN = ["bundles/mri/train.json"]
 SMALL = {"val_interval": 1, "sw_batch_size": 8}
-FIRST_CONV = "model.0.conv.unit0.conv.weight"
+FIRST_CONV = "input_block.conv1.conv.weight"
 # output channels of the first convolution: the bundle's first network width
-WIDTH = ConfigParser.load_config_file(str(REPO_ROOT / "bundles/mri/train.json"))["network_def"]["channels"][0]
+WIDTH = ConfigParser.load_config_file(str(REPO_ROOT / "bundles/mri/train.json"))["network_def"]["filters"][0]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -171,6 +171,10 @@ def test_mri_exports_to_torchscript_and_onnx_with_the_same_predictions(trained, 
         TRAIN[0],
         "--in_channels",
         "1",
+        "--use_trace",
+        "True",
+        "--input_shape",
+        "[1, 1, 40, 56, 40]",
     ]
     onnx_cmd = [
         sys.executable,
