@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from app.paths import REPO_ROOT
@@ -42,6 +44,35 @@ def run_bundle(demo_root):
         return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def infer_demo_case(run_bundle, demo_root):
+    """``infer_demo_case(bundle, run_dir, tmp_path, key=value...)`` -> the written label array.
+
+    Copies the first demo image of ``bundle`` (``ct`` or ``mri``) into a folder, runs the bundle's inference
+    on the folder as users do, and checks that it exits 0 and writes exactly ``NAME_seg.nii.gz`` on the
+    image's grid (shape and affine).
+    """
+
+    def infer(bundle: str, run_dir: Path, tmp_path: Path, **overrides) -> np.ndarray:
+        inputs, outputs = tmp_path / "in", tmp_path / "out"
+        inputs.mkdir()
+        source = sorted((demo_root / bundle / "imagesTr").iterdir())[0]
+        (inputs / source.name).write_bytes(source.read_bytes())
+        configs = [f"bundles/{bundle}/train.json", f"bundles/{bundle}/inference.json"]
+        proc = run_bundle(
+            "inference", configs, run_dir=run_dir, input_dir=inputs, output_dir=outputs, **overrides
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (written,) = outputs.iterdir()
+        assert written.name == source.name.replace(".nii.gz", "_seg.nii.gz")
+        ref, out = nib.load(source), nib.load(written)
+        assert out.shape == ref.shape
+        np.testing.assert_allclose(out.affine, ref.affine, atol=1e-5)
+        return np.asanyarray(out.dataobj)
+
+    return infer
 
 
 @pytest.fixture(scope="session")
