@@ -24,11 +24,14 @@ from app.engine.run import (
     to_channels_last,
 )
 from app.engine.run_report import write_run_report
+from app.engine.weights import WeightsLoader, check_weights_fit
 from app.errors import install_excepthook
 
 install_excepthook()
 
 __all__ = [
+    "WeightsLoader",
+    "check_weights_fit",
     "write_summary_json",
     "make_optimizer",
     "PrepareBatchWithWeight",

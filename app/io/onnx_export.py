@@ -99,6 +99,7 @@ def export_onnx(
 
 def _cmd(args: argparse.Namespace) -> int:
     from app.engine.checkpoint import safe_load
+    from app.engine.weights import check_weights_fit
 
     overrides = {}
     for item in args.override or []:
@@ -111,7 +112,9 @@ def _cmd(args: argparse.Namespace) -> int:
     if not Path(args.ckpt).is_file():
         raise InputError(args.ckpt, "checkpoint does not exist")
     state = safe_load(args.ckpt)
-    network.load_state_dict(state.get("network", state))
+    state = state.get("network", state)
+    check_weights_fit(state, network, args.ckpt)
+    network.load_state_dict(state)
     image = metadata.get("network_data_format", {}).get("inputs", {}).get("image", {})
     spatial_dims = len(image.get("spatial_shape", [0, 0, 0]))
     export_onnx(

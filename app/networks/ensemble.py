@@ -16,6 +16,7 @@ from torch import nn
 
 from app.data.datalist import load_datalist
 from app.engine.checkpoint import safe_load
+from app.engine.weights import check_weights_fit
 from app.errors import InputError
 
 __all__ = ["MeanEnsemble", "ensemble_network"]
@@ -100,10 +101,9 @@ def ensemble_network(
                     f"(e.g. {sorted(leaked)[0]}); train members on the same split (--split_seed)",
                 )
         member = copy.deepcopy(network)
-        try:
-            member.load_state_dict(safe_load(weights, map_location=device))
-        except RuntimeError as e:
-            raise InputError(weights, f"weights do not fit this bundle's network ({e})") from e
+        state = safe_load(weights, map_location=device)
+        check_weights_fit(state, member, weights)
+        member.load_state_dict(state)
         members.append(member.to(device))
     logger.info("ensemble of %d networks: this run and %s", len(members), ", ".join(map(str, run_dirs)))
     return MeanEnsemble(members)

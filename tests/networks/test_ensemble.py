@@ -81,5 +81,5 @@ def test_missing_or_mismatched_member_weights_name_the_file(tmp_path):
         ensemble_network(_unet(0), [tmp_path / "nowhere"])
     run = _run(tmp_path, "b", 1, [], [])
     torch.save(UNet(3, 1, 2, channels=(4, 8), strides=(2,)).state_dict(), run / "model.pt")
-    with pytest.raises(InputError, match="b/model.pt: weights do not fit this bundle's network"):
+    with pytest.raises(InputError, match="b/model.pt: weights do not fit the configured network"):
         ensemble_network(_unet(0), [run])
