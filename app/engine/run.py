@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from app.engine.distributed import rank
 from app.flags import as_bool
 
 __all__ = [
+    "bundle_cli_options",
     "start_run",
     "default_device",
     "merged_bundle_config",
@@ -99,19 +101,34 @@ def check_compile(enabled: bool, device: torch.device | str) -> bool:
     return True
 
 
+def bundle_cli_options(argv: Sequence[str]) -> dict[str, str]:
+    """The options of a ``monai.bundle`` command line: ``{key: value}`` of ``--key value``, ``--key=value``.
+
+    Keys lose their dashes; a bare ``--flag`` maps to ``""``; positional words (``run training``) are skipped.
+    Example: ``bundle_cli_options(["run", "training", "--epochs", "3", "--tta=true"]) == {"epochs": "3",
+    "tta": "true"}``.
+    """
+    options: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg, i = argv[i], i + 1
+        if not arg.startswith("--"):
+            continue
+        key, eq, value = arg[2:].partition("=")
+        if not eq and i < len(argv) and not argv[i].startswith("--"):
+            value, i = argv[i], i + 1
+        options[key] = value
+    return options
+
+
 def merged_bundle_config(argv: list[str] | None = None) -> dict | None:
     """The merged config (config files + command-line overrides) of a ``monai.bundle`` command line.
 
     Returns None when ``argv`` is not a ``monai.bundle`` command (e.g. the bundle runs from Python).
     """
-    argv = list(sys.argv if argv is None else argv)
-    if "--config_file" not in argv:
+    args = bundle_cli_options(sys.argv if argv is None else argv)
+    if "config_file" not in args:
         return None
-    args: dict[str, str] = {}
-    tokens = argv[argv.index("--config_file") :]
-    for key, value in zip(tokens[::2], tokens[1::2], strict=False):
-        if key.startswith("--"):
-            args[key[2:]] = value
     parser = ConfigParser()
     config_file = args.pop("config_file")
     try:

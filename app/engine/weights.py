@@ -20,17 +20,17 @@ from monai.handlers import CheckpointLoader
 from torch import nn
 
 from app.engine.checkpoint import safe_load
+from app.engine.run import bundle_cli_options
 from app.errors import InputError
 
 __all__ = ["WeightsLoader", "check_weights_fit", "describe_mismatch", "training_overrides"]
 
 # options of the bundles' training commands that never change the network's tensors
 _NOT_NETWORK = {
-    "--config_file", "--meta_file", "--logging_file", "--dataset_dir", "--run_dir", "--seed", "--split_seed",
-    "--epochs", "--val_interval", "--val_fraction", "--fold", "--n_folds", "--early_stop_patience",
-    "--learning_rate", "--batch_size", "--samples_per_image", "--patch_size", "--tile_size", "--flip_axes",
-    "--rotate90", "--precision", "--amp", "--compile", "--channels_last", "--cache_rate", "--num_workers",
-    "--sw_batch_size", "--device",
+    "config_file", "meta_file", "logging_file", "dataset_dir", "run_dir", "seed", "split_seed", "epochs",
+    "val_interval", "val_fraction", "fold", "n_folds", "early_stop_patience", "learning_rate", "batch_size",
+    "samples_per_image", "patch_size", "tile_size", "flip_axes", "rotate90", "precision", "amp", "compile",
+    "channels_last", "cache_rate", "num_workers", "sw_batch_size", "device",
 }
 
 
@@ -68,17 +68,8 @@ def training_overrides(run_dir: str | Path) -> list[str] | None:
         argv = json.loads((Path(run_dir) / "command.json").read_text())["argv"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    options, i = [], 0
-    while i < len(argv):
-        arg, i = argv[i], i + 1
-        if not arg.startswith("--"):
-            continue
-        key, eq, value = arg.partition("=")
-        if not eq and i < len(argv) and not argv[i].startswith("--"):
-            value, i = argv[i], i + 1
-        if key not in _NOT_NETWORK:
-            options.append(f"{key} {shlex.quote(value)}" if value else key)
-    return options
+    options = bundle_cli_options(argv)
+    return [f"--{k} {shlex.quote(v)}" if v else f"--{k}" for k, v in options.items() if k not in _NOT_NETWORK]
 
 
 def check_weights_fit(state: Mapping[str, torch.Tensor], network: nn.Module, path: str | Path) -> None:

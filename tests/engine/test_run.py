@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from app.engine.run import merged_bundle_config, place_network, start_run
+from app.engine.run import bundle_cli_options, merged_bundle_config, place_network, start_run
 
 
 def test_merged_config_applies_overrides_of_a_monai_bundle_command_line():
@@ -29,6 +29,15 @@ def test_merged_config_applies_overrides_of_a_monai_bundle_command_line():
     assert config["epochs"] == 3 and config["run_dir"] == "/tmp/x" and config["patch_size"] == [32, 32, 32]
     assert "evaluating" in config and "network_def" in config  # both files merged
     assert merged_bundle_config(["pytest"]) is None
+
+
+def test_bundle_cli_options_reads_both_option_forms_and_skips_positional_words():
+    argv = ["bundle/__main__.py", "run", "training", "--config_file", "a.json", "--epochs=3", "--res_block",
+            "--patch_size", "[32, 32]", "--tta"]
+    assert bundle_cli_options(argv) == {
+        "config_file": "a.json", "epochs": "3", "res_block": "", "patch_size": "[32, 32]", "tta": ""
+    }
+    assert bundle_cli_options(["pytest", "-q"]) == {}
 
 
 def test_start_run_seeds_and_records(tmp_path):
