@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.ndimage
 import torch
 from monai.bundle import ConfigParser
 
@@ -62,8 +63,10 @@ def test_training_reports_per_class_dice_and_writes_the_run_folder(trained):
 
 
 def test_inference_writes_three_class_labels_on_the_input_grid(infer_demo_case, trained, tmp_path):
-    labels = infer_demo_case("mri", trained[0], tmp_path)
+    labels = infer_demo_case("mri", trained[0], tmp_path, largest_component=True)
     assert set(np.unique(labels).tolist()) <= {0, 1, 2}
+    for structure in (1, 2):  # --largest_component true: one piece per structure at most (26-connected)
+        assert scipy.ndimage.label(labels == structure, structure=np.ones((3, 3, 3)))[1] <= 1
 
 
 def test_evaluate_writes_per_case_per_class_csv_and_summary(run_bundle, trained):
@@ -220,3 +223,34 @@ def test_evaluating_an_ensemble_of_identical_members_scores_as_one_model(run_bun
         scores.append(json.loads((eval_dir / "summary.json").read_text())["metrics"])
     assert "ensemble of 2 networks" in proc.stdout + proc.stderr
     assert scores[1]["val_mean_dice"] == pytest.approx(scores[0]["val_mean_dice"], abs=1e-6)
+
+
+def _islands_case() -> dict:
+    """Logits for a 3-class 12x12x12 volume: an anterior block, a posterior block beside it and a
+    one-voxel anterior island in a far corner; the label is the two blocks alone."""
+    label = torch.zeros(1, 12, 12, 12)
+    label[0, 2:6, 2:8, 2:8] = 1
+    label[0, 6:10, 2:8, 2:8] = 2
+    predicted = label.clone()
+    predicted[0, 11, 11, 11] = 1
+    logits = 10.0 * torch.nn.functional.one_hot(predicted[0].long(), 3).permute(3, 0, 1, 2).float()
+    return {"pred": logits, "label": label}
+
+
+@pytest.mark.parametrize(("largest_component", "island"), [(False, 1.0), (True, 0.0)])
+def test_evaluation_can_keep_the_largest_component_of_each_class(parse_bundle, largest_component, island):
+    post = parse_bundle(
+        TRAIN + ["bundles/mri/evaluate.json"], "validate#postprocessing", largest_component=largest_component
+    )
+    out = post(_islands_case())
+    assert out["pred"].shape == (3, 12, 12, 12)
+    assert out["pred"][1, 11, 11, 11].item() == island  # the stray anterior voxel
+    assert out["pred"][1].sum().item() == 4 * 6 * 6 + island  # the anterior block is kept whole
+    assert out["pred"][2].sum().item() == 4 * 6 * 6
+    assert (
+        out["label"][1].sum().item() == out["label"][2].sum().item() == 4 * 6 * 6
+    )  # label one-hot, untouched
+
+
+def test_validation_during_training_keeps_every_component(parse_bundle):
+    assert parse_bundle(TRAIN, "keep_largest_component") == []
