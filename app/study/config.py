@@ -18,14 +18,16 @@ Its file holds every choice; this module only reads, checks and expands it::
         "cpu":  {"seeds": [0, 1, 2], "overrides": {"epochs": 20}},
         "gpu":  {"seeds": [0, 1, 2, 3, 4], "overrides": {...}},
         "tiny": {"seeds": [0], "dataset_dir": null, "arms": ["plain_ce", "weight_map"],
-                 "overrides": {...}, "arm_overrides": {"weight_map": {...}}}
+                 "config_files": [...], "overrides": {...}, "arm_overrides": {"weight_map": {...}}}
       }
     }
 
-Every run gets, in this order (a later one wins): the study's ``overrides``, its arm's ``overrides``,
-the preset's ``overrides``, the preset's ``arm_overrides`` for that arm. A preset may not override a key
-an arm varies (that would erase the factor under study): it says so in ``arm_overrides``. A preset's
-``dataset_dir`` replaces the study's; ``null`` means the bundle's default (generated demo data).
+Every run merges the bundle, the study's ``config_files``, the preset's ``config_files`` (e.g. a smaller
+network for a CPU budget) and its arm's ``config_files``, in this order, so that the factor under study
+comes last. Every run gets, in this order (a later one wins): the study's ``overrides``, its arm's
+``overrides``, the preset's ``overrides``, the preset's ``arm_overrides`` for that arm. A preset may not
+override a key an arm varies (that would erase the factor under study): it says so in ``arm_overrides``.
+A preset's ``dataset_dir`` replaces the study's; ``null`` means the bundle's default (generated demo data).
 ``arms`` restricts a preset to some arms (the tiny preset keeps test time short).
 """
 
@@ -64,7 +66,7 @@ RESERVED_KEYS = ("run_dir", "seed", "dataset_dir")
 _STUDY_KEYS = {"title", "description", "bundle", "dataset_dir", "config_files", "overrides"}
 _STUDY_KEYS |= {"metrics", "arms", "verdict", "presets"}
 _ARM_KEYS = {"description", "config_files", "overrides"}
-_PRESET_KEYS = {"seeds", "overrides", "dataset_dir", "arms", "arm_overrides", "description"}
+_PRESET_KEYS = {"seeds", "config_files", "overrides", "dataset_dir", "arms", "arm_overrides", "description"}
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ class Arm:
 
 @dataclass(frozen=True)
 class Preset:
-    """A budget: seeds, overrides (epochs, sizes...), dataset and optionally a subset of the arms.
+    """A budget: seeds, overlays and overrides (network, epochs, sizes...), dataset and optionally a subset
+    of the arms.
 
     ``dataset_dir`` is resolved: an absolute path, or None for the bundle's default demo data.
     """
@@ -91,6 +94,7 @@ class Preset:
     arms: tuple[str, ...]
     arm_overrides: Mapping[str, Mapping[str, Any]]
     description: str = ""
+    config_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -188,7 +192,7 @@ def plan_study(study: Study, preset: str = "cpu", runs_dir: str | Path | None = 
         raise InputError(study.path, f"no preset {preset!r}; valid: {', '.join(study.presets)}")
     chosen = study.presets[preset]
     root = Path(runs_dir).resolve() if runs_dir is not None else default_runs_dir()
-    files = (study.bundle, *study.config_files)
+    files = (study.bundle, *study.config_files, *chosen.config_files)
     runs = []
     for arm_name in chosen.arms:
         arm = study.arms[arm_name]
@@ -283,7 +287,12 @@ def _parse_preset(
         arm_overrides[arm_name] = _parse_overrides(f"preset {name!r} arm {arm_name!r}", layer)
     dataset = spec["dataset_dir"] if "dataset_dir" in spec else study_dataset
     dataset_dir = None if dataset is None else shared_data_dir() / dataset
-    return Preset(name, seeds, overrides, dataset_dir, chosen, arm_overrides, spec.get("description", ""))
+    files = tuple(spec.get("config_files", ()))
+    for file in files:
+        _check_file(file)
+    return Preset(
+        name, seeds, overrides, dataset_dir, chosen, arm_overrides, spec.get("description", ""), files
+    )
 
 
 def _parse_overrides(where: str, overrides: Mapping[str, Any]) -> dict[str, Any]:

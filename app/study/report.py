@@ -71,7 +71,8 @@ def _arms(results: StudyResults) -> str:
         lines.append(f"- not run at this preset: {', '.join(skipped)}")
     shared = next(iter(first.values()))
     common = [f"`{k}={shared.overrides[k]!r}`" for k in keys if k not in factor and k != "dataset_dir"]
-    files = ", ".join(f"`{f}`" for f in shared.config_files[: 1 + len(study.config_files)])
+    shared_files = 1 + len(study.config_files) + len(plan.preset.config_files)
+    files = ", ".join(f"`{f}`" for f in shared.config_files[:shared_files])
     lines.append(f"\nEvery arm: {files}; {', '.join(common) or 'no key overrides'}.")
     if plan.preset.description:
         lines.append(f"Preset `{plan.preset.name}`: {plan.preset.description}.")

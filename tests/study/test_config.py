@@ -54,6 +54,22 @@ def test_plan_layers_overrides_and_lays_out_run_folders(tmp_path):
     }
 
 
+@pytest.mark.parametrize(("preset", "channels"), [("cpu", [16, 32, 64, 128]), ("tiny", [4, 8, 16, 32])])
+def test_a_presets_overlay_comes_before_the_arms_and_its_keys_after(preset, channels, tmp_path):
+    """losses_mri's CPU presets train MONAI's UNet (one overlay) under the loss overlay of each arm."""
+    plan = plan_study(load_study("losses_mri"), preset, tmp_path)
+    run = next(r for r in plan.runs if r.arm == "bce")
+    assert run.config_files == (
+        "bundles/mri/train.json",
+        "configs/studies/overlays/mri_unet_16_128.json",
+        "configs/losses/bce.json",
+    )
+    network = _parser(run).get_parsed_content("network")
+    assert type(network).__name__ == "UNet" and list(network.channels) == channels
+    gpu = next(r for r in plan_study(load_study("losses_mri"), "gpu", tmp_path).runs if r.arm == "bce")
+    assert gpu.config_files == ("bundles/mri/train.json", "configs/losses/bce.json")  # the bundle's network
+
+
 def test_command_is_the_users_bundle_command(tmp_path):
     plan = plan_study(load_study("optimizers"), "tiny", tmp_path)
     cmd = plan.runs[0].command(python="python")
@@ -108,6 +124,10 @@ def _write(tmp_path, **changes) -> str:
         ),
         ({"presets": {p: {"seeds": [0], "arms": ["plain_ce"]} for p in PRESETS}}, "must name at least two"),
         ({"bundle": "bundles/em/missing.json"}, "'bundles/em/missing.json' not found"),
+        (
+            {"presets": {p: {"seeds": [0], "config_files": ["configs/nope.json"]} for p in PRESETS}},
+            "'configs/nope.json' not found",
+        ),
     ],
 )
 def test_invalid_study_files_are_named_with_the_problem(tmp_path, changes, message):
