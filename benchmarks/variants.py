@@ -173,9 +173,11 @@ ROWS: dict[str, list[Row]] = {
         Row(
             "default",
             counterpart="residual",
-            note="the bundle's network: MONAI UNet 16-128, 2 residual units",
-            differences="MONAI's UNet down-samples with strided convolutions (no full-resolution block, no "
-            "valid padding): far cheaper per voxel, but it cannot express the 2015 geometry or the variants",
+            note="the bundle's network: MONAI DynUNet 8-24-48-96-192 (strides 1-2-2-2-1), residual blocks, "
+            "2 deep-supervision heads",
+            differences="The bundle's DynUNet down-samples with strided convolutions below one 8-channel "
+            "full-resolution level (no pooling, no valid padding): cheaper per voxel than the app's residual "
+            "variant, but it cannot express the 2015 geometry or the other variants",
         ),
         *(Row(name, overlay=name) for name in OVERLAYS),
         Row(
