@@ -234,16 +234,13 @@ def _parse_study(name: str, path: Path, raw: Mapping[str, Any]) -> Study:
     verdict = tuple(raw.get("verdict", ()))
     for spec in verdict:
         check_verdict_spec(spec, arms=arms, metrics=metrics)
-    config_files = tuple(raw.get("config_files", ()))
-    for file in config_files:
-        _check_file(file)
     return Study(
         name=name,
         path=path,
         title=raw["title"],
         description=raw.get("description", ""),
         bundle=raw["bundle"],
-        config_files=config_files,
+        config_files=_config_files(raw),
         overrides=overrides,
         metrics=metrics,
         arms=arms,
@@ -254,11 +251,8 @@ def _parse_study(name: str, path: Path, raw: Mapping[str, Any]) -> Study:
 
 def _parse_arm(name: str, spec: Mapping[str, Any]) -> Arm:
     _check_keys(f"arm {name!r}", spec, _ARM_KEYS)
-    files = tuple(spec.get("config_files", ()))
-    for file in files:
-        _check_file(file)
     overrides = _parse_overrides(f"arm {name!r}", spec.get("overrides", {}))
-    return Arm(name, spec.get("description", ""), files, overrides)
+    return Arm(name, spec.get("description", ""), _config_files(spec), overrides)
 
 
 def _parse_preset(
@@ -287,11 +281,9 @@ def _parse_preset(
         arm_overrides[arm_name] = _parse_overrides(f"preset {name!r} arm {arm_name!r}", layer)
     dataset = spec["dataset_dir"] if "dataset_dir" in spec else study_dataset
     dataset_dir = None if dataset is None else shared_data_dir() / dataset
-    files = tuple(spec.get("config_files", ()))
-    for file in files:
-        _check_file(file)
     return Preset(
-        name, seeds, overrides, dataset_dir, chosen, arm_overrides, spec.get("description", ""), files
+        name, seeds, overrides, dataset_dir, chosen, arm_overrides, spec.get("description", ""),
+        _config_files(spec),
     )
 
 
@@ -313,6 +305,14 @@ def _check_keys(
     missing = [k for k in required if k not in spec]
     if missing:
         raise ValueError(f"{where}: missing key(s) {missing}")
+
+
+def _config_files(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """The ``config_files`` of a study, arm or preset, each checked to exist under the repository."""
+    files = tuple(spec.get("config_files", ()))
+    for file in files:
+        _check_file(file)
+    return files
 
 
 def _check_file(file: str) -> None:
