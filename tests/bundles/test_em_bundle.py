@@ -110,30 +110,83 @@ def test_flips_rotations_and_tta_follow_the_choices_given_as_words(parse_bundle,
     from monai.transforms import RandFlipd, RandRotate90d
 
     common = {"run_dir": str(tmp_path / "run"), **SMALL}
-    # default: x flips only, no quarter turns (ISBI labels sit ~0.6 px off the image along y); TTA mirrors x
+    # default: the 8 symmetries of the square (images are shifted onto their labels' grid first)
     augmentation, inferer = parse_bundle(
         ["bundles/em/train.json"], ["train#augmentation", "validate#inferer"], **common
     )
     flips = [t.flipper.spatial_axis for t in augmentation[0].transforms if isinstance(t, RandFlipd)]
     rotate = next(t for t in augmentation if isinstance(t, RandRotate90d))
-    assert flips == [0] and rotate.prob == 0.0
-    assert inferer.tta is False and inferer.tta_flip_axes == (0,)
+    assert flips == [0, 1] and rotate.prob == 0.5
+    assert inferer.tta is False and inferer.tta_flip_axes is None
     # as typed on the command line: the strings 'false' / 'true' are read as booleans
     augmentation, inferer = parse_bundle(
         ["bundles/em/train.json"],
         ["train#augmentation", "validate#inferer"],
-        rotate90="true",
+        rotate90="false",
         tta="true",
-        flip_axes=[0, 1],
+        flip_axes=[0],
         **common,
     )
     flips = [t.flipper.spatial_axis for t in augmentation[0].transforms if isinstance(t, RandFlipd)]
-    assert flips == [0, 1] and next(t for t in augmentation if isinstance(t, RandRotate90d)).prob == 0.5
-    assert inferer.tta is True and inferer.tta_flip_axes is None  # the 8 symmetries of the square
+    assert flips == [0] and next(t for t in augmentation if isinstance(t, RandRotate90d)).prob == 0.0
+    assert inferer.tta is True and inferer.tta_flip_axes == (0,)  # TTA mirrors what training mirrored
     assert parse_bundle(["bundles/em/train.json"], "validate#inferer", tta="false", **common).tta is False
+    # evaluation and inference average the symmetries by default (validation during training does not)
+    for delta in ("evaluate", "inference"):
+        configs = ["bundles/em/train.json", f"bundles/em/{delta}.json"]
+        assert parse_bundle(configs, "validate#inferer", **common).tta is True
     with pytest.raises(Exception) as info:
         parse_bundle(["bundles/em/train.json"], "train#augmentation", rotate90="ture", **common)
-    causes = [info.value]
+    assert "rotate90 must be true or false, got 'ture'" in _causes(info.value)
+
+
+def _causes(error: BaseException) -> list[str]:
+    """The messages of ``error`` and of its chain of causes (the bundle parser wraps the original)."""
+    causes = [error]
     while causes[-1].__cause__ is not None:
         causes.append(causes[-1].__cause__)
-    assert "rotate90 must be true or false, got 'ture'" in [str(c) for c in causes]
+    return [str(c) for c in causes]
+
+
+def _shifts(transforms) -> list[list[float]]:
+    """The translations of the ``Affined`` transforms in a list or ``Compose``."""
+    from monai.transforms import Affined
+
+    return [
+        [float(v) for v in t.affine.affine_grid.translate_params]
+        for t in getattr(transforms, "transforms", transforms)
+        if isinstance(t, Affined)
+    ]
+
+
+def test_the_image_shift_training_records_is_the_one_evaluation_and_inference_apply(parse_bundle, tmp_path):
+    from app.data.alignment import SHIFT_FILE
+
+    run_dir = tmp_path / "run"
+    dataset_dir = make_em_demo(tmp_path / "em", n_train=4, n_test=1, size=128)
+    common = {"run_dir": str(run_dir), "dataset_dir": str(dataset_dir), **SMALL}
+    # the demo labels are aligned with their images: "auto" measures no shift and adds no transform
+    assert _shifts(parse_bundle(["bundles/em/train.json"], "train#preprocessing", **common)) == []
+    assert json.loads((run_dir / SHIFT_FILE).read_text())["image_shift"] == [0.0, 0.0]
+    # a given shift translates the images of training and validation, and is recorded for the run
+    train, val = parse_bundle(
+        ["bundles/em/train.json"],
+        ["train#preprocessing", "validate#preprocessing"],
+        image_shift=[0.25, -0.5],
+        **common,
+    )
+    assert _shifts(train) == _shifts(val) == [[0.25, -0.5]]
+    # evaluation and inference read the run's record, not this command's image_shift
+    evaluate = parse_bundle(
+        ["bundles/em/train.json", "bundles/em/evaluate.json"], "validate#preprocessing", **common
+    )
+    infer = parse_bundle(
+        ["bundles/em/train.json", "bundles/em/inference.json"],
+        "infer#preprocessing",
+        input_dir=str(dataset_dir / "test"),
+        **common,
+    )
+    assert _shifts(evaluate) == _shifts(infer) == [[0.25, -0.5]]
+    with pytest.raises(Exception) as info:
+        parse_bundle(["bundles/em/train.json"], "train#preprocessing", image_shift="sideways", **common)
+    assert "image_shift must be 'auto' or 2 numbers (pixels per axis), got 'sideways'" in _causes(info.value)
