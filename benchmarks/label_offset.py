@@ -35,10 +35,11 @@ logger = logging.getLogger(__name__)
 
 
 def measure(folder: str | Path, max_shift: int = 2) -> dict[str, list[float]]:
-    """:func:`~app.data.alignment.label_offset` of every image/label pair of an ISBI- or MSD-layout folder."""
+    """:func:`~app.data.alignment.label_offset` of every image/label pair of an ISBI- or MSD-layout folder,
+    by image file name."""
     from app.data.datalist import datalist_from_folder
 
-    return measure_offsets(datalist_from_folder(folder), max_shift)
+    return {Path(k).name: v for k, v in measure_offsets(datalist_from_folder(folder), max_shift).items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,7 +94,7 @@ def label_offset(image: np.ndarray, label: np.ndarray, max_shift: int = 2) -> np
 
 
 def measure_offsets(items: Iterable[Mapping[str, str]], max_shift: int = 2) -> dict[str, list[float]]:
-    """:func:`label_offset` of every ``{"image", "label"}`` entry, by image file name.
+    """:func:`label_offset` of every ``{"image", "label"}`` entry, by image path (as the entry gives it).
 
     Images are read as the bundles read them (MONAI ``LoadImage``: axis 0 of a PNG is x). A pair that
     cannot be measured raises :class:`InputError` naming its label file.
@@ -108,7 +108,7 @@ def measure_offsets(items: Iterable[Mapping[str, str]], max_shift: int = 2) -> d
             d = label_offset(np.asarray(load(entry["image"])), np.asarray(load(entry["label"])), max_shift)
         except ValueError as e:
             raise InputError(entry["label"], f"cannot measure its offset from {entry['image']}: {e}") from e
-        offsets[Path(entry["image"]).name] = d.tolist()
+        offsets[str(entry["image"])] = d.tolist()
     return offsets
 
 

@@ -68,7 +68,7 @@ def test_auto_measures_the_shift_records_it_and_reads_it_back(tmp_path):
     shift = resolve_image_shift("auto", items, tmp_path, spatial_dims=2)
     np.testing.assert_allclose(shift, [0.0, -1.0], atol=1e-9)
     record = json.loads((tmp_path / SHIFT_FILE).read_text())
-    assert record["source"] == "measured" and sorted(record["pairs"]) == ["0.png", "1.png", "2.png"]
+    assert record["source"] == "measured" and sorted(record["pairs"]) == [item["image"] for item in items]
     assert saved_image_shift(tmp_path, 2) == shift
 
 
