@@ -24,6 +24,7 @@ from app.engine.run import (
     to_channels_last,
 )
 from app.engine.run_report import write_run_report
+from app.engine.trained import recorded_network, trained_network
 from app.engine.weights import WeightsLoader, check_weights_fit
 from app.errors import install_excepthook
 
@@ -31,6 +32,8 @@ install_excepthook()
 
 __all__ = [
     "WeightsLoader",
+    "recorded_network",
+    "trained_network",
     "check_weights_fit",
     "write_summary_json",
     "make_optimizer",

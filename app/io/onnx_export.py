@@ -2,10 +2,11 @@
 
 ``python -m app export-onnx --config_file bundles/ct/train.json --ckpt runs/ct/model.pt --out model.onnx``
 
-The network is built from the bundle config's ``network_def`` (so ONNX and TorchScript exports come
-from the same definition as training), the checkpoint is loaded with ``weights_only=True``, and the
-model is exported with dynamic batch and spatial axes; ``metadata.json`` is stored in the ONNX
-``metadata_props`` under the key ``"metadata.json"``.
+The network is the one the checkpoint was trained as: built from the training config its run folder
+recorded (:func:`app.engine.trained_network`), else from the bundle config's ``network_def`` plus
+overrides (so ONNX and TorchScript exports come from the same definition as training); the checkpoint
+is loaded with ``weights_only=True``, and the model is exported with dynamic batch and spatial axes;
+``metadata.json`` is stored in the ONNX ``metadata_props`` under the key ``"metadata.json"``.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def export_onnx(
 
 def _cmd(args: argparse.Namespace) -> int:
     from app.engine.checkpoint import safe_load
+    from app.engine.trained import trained_network
     from app.engine.weights import check_weights_fit
 
     overrides = {}
@@ -108,9 +110,10 @@ def _cmd(args: argparse.Namespace) -> int:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    network, metadata = build_network(args.config_file, args.meta_file, overrides)
     if not Path(args.ckpt).is_file():
         raise InputError(args.ckpt, "checkpoint does not exist")
+    network, metadata = build_network(args.config_file, args.meta_file, overrides)
+    network = trained_network(network, args.ckpt, metadata)
     state = safe_load(args.ckpt)
     state = state.get("network", state)
     check_weights_fit(state, network, args.ckpt)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -16,6 +16,7 @@ from torch import nn
 
 from app.data.datalist import load_datalist
 from app.engine.checkpoint import safe_load
+from app.engine.trained import trained_network
 from app.engine.weights import check_weights_fit
 from app.errors import InputError
 
@@ -65,11 +66,13 @@ def ensemble_network(
     device: torch.device | str = "cpu",
     datalist: str | Path | None = None,
     model_name: str = "model.pt",
+    meta: Mapping | None = None,
 ) -> nn.Module:
     """``network`` alone, or a :class:`MeanEnsemble` of it and the models of ``run_dirs``.
 
     ``network`` is the bundle's network (its checkpoint loader fills it when the evaluator starts); each
-    further member is a copy of it with the weights of ``RUN_DIR/model_name``.
+    further member is the network its own run was trained as (:func:`app.engine.trained_network`: built
+    from ``RUN_DIR/config.json``, else a copy of ``network``) with the weights of ``RUN_DIR/model_name``.
 
     Args:
         network: the bundle's network.
@@ -78,6 +81,7 @@ def ensemble_network(
         datalist: the evaluated run's ``datalist.json``; when given, a member whose own ``datalist.json``
             trained on any of its validation cases is refused (its scores would be inflated).
         model_name: the weights file in each run folder.
+        meta: the bundle metadata (``@_meta_``) the members' recorded configs read.
 
     Raises:
         InputError: a member's weights or datalist are missing, do not fit the network, or the member
@@ -100,7 +104,8 @@ def ensemble_network(
                     f"ensemble member trained on {len(leaked)} validation case(s) of {datalist} "
                     f"(e.g. {sorted(leaked)[0]}); train members on the same split (--split_seed)",
                 )
-        member = copy.deepcopy(network)
+        member = trained_network(network, weights, meta)
+        member = copy.deepcopy(network) if member is network else member
         state = safe_load(weights, map_location=device)
         check_weights_fit(state, member, weights)
         member.load_state_dict(state)

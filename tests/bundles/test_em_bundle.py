@@ -35,13 +35,15 @@ def test_em_train_infer_evaluate(run_bundle, tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["tile_size"] == 124
 
     test_dir = dataset_dir / "test"
+    # no network options: inference and evaluation build the network the run recorded (4 features, depth 2)
     proc = run_bundle(
         "inference",
         ["bundles/em/train.json", "bundles/em/inference.json"],
         run_dir=run_dir,
         input_dir=test_dir,
-        **SMALL,
+        tile_size=124,
     )
+    assert f"network as trained, from {run_dir / 'config.json'}" in proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stderr[-3000:]
     for image in sorted(test_dir.glob("*.png")):
         mask = np.array(Image.open(run_dir / "predictions" / f"{image.stem}_mask.png"))
@@ -62,7 +64,7 @@ def test_em_train_infer_evaluate(run_bundle, tmp_path):
                 assert not (differ & both_cell).any()
 
     proc = run_bundle(
-        "evaluating", ["bundles/em/train.json", "bundles/em/evaluate.json"], run_dir=run_dir, **SMALL
+        "evaluating", ["bundles/em/train.json", "bundles/em/evaluate.json"], run_dir=run_dir, tile_size=124
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run_dir / "datalist.json").read_text()) == datalist  # the training record is untouched

@@ -83,3 +83,28 @@ def test_missing_or_mismatched_member_weights_name_the_file(tmp_path):
     torch.save(UNet(3, 1, 2, channels=(4, 8), strides=(2,)).state_dict(), run / "model.pt")
     with pytest.raises(InputError, match="b/model.pt: weights do not fit the configured network"):
         ensemble_network(_unet(0), [run])
+
+
+def test_a_member_is_built_as_its_own_run_recorded_it(tmp_path):
+    """A member trained wider than this command's network: built from its ``config.json``, not copied."""
+    this = _run(tmp_path, "a", 0, ["c1"], ["c2"])
+    wide = _run(tmp_path, "b", 1, ["c1"], ["c2"])
+    spec = {
+        "_target_": "UNet",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 3,
+        "channels": [6, 12],
+        "strides": [2],
+        "num_res_units": 1,
+    }
+    torch.manual_seed(2)
+    trained = UNet(**{k: v for k, v in spec.items() if k != "_target_"}).eval()
+    torch.save(trained.state_dict(), wide / "model.pt")
+    (wide / "config.json").write_text(json.dumps({"network_def": spec}))
+    ensemble = ensemble_network(_unet(0), [wide], datalist=this / "datalist.json").eval()
+    member = ensemble.members[1]
+    assert [p.shape for p in member.parameters()] == [p.shape for p in trained.parameters()]
+    x = torch.rand(1, 1, 8, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(member(x), trained(x))
