@@ -22,7 +22,7 @@ from app.data.datalist import (
 from app.errors import InputError
 from app.paths import demo_root
 
-__all__ = ["resolve_dataset_dir", "prepare_datalist"]
+__all__ = ["resolve_dataset_dir", "prepare_datalist", "evaluation_datalist", "evaluation_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,73 @@ def prepare_datalist(
         seed,
     )
     return data
+
+
+def evaluation_datalist(
+    dataset_dir: str | Path | None,
+    task: str,
+    run_dir: str | Path,
+    labels: Mapping | Iterable[int] | None = None,
+) -> dict:
+    """The cases an evaluation scores: the run's validation split, or every labelled case of ``dataset_dir``.
+
+    With ``dataset_dir`` None this is the run's saved ``datalist.json`` (the validation cases it was split
+    with). Given a labelled folder (MSD or ISBI layout, as for training; e.g. a held-out test set), every
+    image/label pair in it is checked like training data and becomes a validation case (``training`` empty);
+    nothing is written, the run's split stays as training saved it. A case whose image is one the run
+    trained on (the same path, or the same file name and byte size: a copy) is named in a warning, since
+    its scores would be inflated.
+
+    Raises:
+        InputError / InputErrors: the run has no readable ``datalist.json``; ``dataset_dir`` is missing,
+            holds no pairs, or a case fails the checks (each file named).
+    """
+    saved = load_datalist(Path(run_dir) / "datalist.json")
+    if dataset_dir is None:
+        return saved
+    if task not in SPATIAL_DIMS:
+        raise ValueError(f"unknown task {task!r}; valid: {sorted(SPATIAL_DIMS)}")
+    folder = Path(dataset_dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise InputError(
+            folder,
+            "eval_dataset_dir does not exist (give a labelled folder: imagesTr/labelsTr or image/ + label/)",
+        )
+    data = {"training": [], "validation": datalist_from_folder(folder), "dataset_dir": str(folder)}
+    _check(data, task, labels, check=True)
+    seen = _image_files_of(saved.get("training", []))
+    trained = [e for e in data["validation"] if _image_files_of([e]) & seen]
+    if trained:
+        logger.warning(
+            "%d of the %d cases in %s were training cases of %s (e.g. %s): their scores are not a test",
+            len(trained),
+            len(data["validation"]),
+            folder,
+            run_dir,
+            trained[0]["image"],
+        )
+    logger.info("evaluating the %d labelled cases of %s", len(data["validation"]), folder)
+    return data
+
+
+def evaluation_dir(run_dir: str | Path, dataset_dir: str | Path | None) -> str:
+    """Where an evaluation writes: ``RUN_DIR/eval`` for the validation split, ``RUN_DIR/eval_NAME`` for the
+    labelled folder ``NAME`` (``--eval_dataset_dir``): a test set's scores never replace the split's."""
+    return str(
+        Path(run_dir) / ("eval" if dataset_dir is None else f"eval_{Path(dataset_dir).resolve().name}")
+    )
+
+
+def _image_files_of(entries: Iterable[dict]) -> set:
+    """Resolved paths and (file name, size) pairs of the entries' image files that exist."""
+    keys: set = set()
+    for entry in entries:
+        images = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
+        for image in map(Path, images):
+            keys.add(str(image.resolve()))
+            if image.is_file():
+                keys.add((image.name, image.stat().st_size))
+    return keys
 
 
 def _check(data: dict, task: str, labels: Mapping | Iterable[int] | None, check: bool) -> None:

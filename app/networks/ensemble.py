@@ -64,7 +64,7 @@ def ensemble_network(
     network: nn.Module,
     run_dirs: Sequence[str | Path],
     device: torch.device | str = "cpu",
-    datalist: str | Path | None = None,
+    datalist: str | Path | Mapping | None = None,
     model_name: str = "model.pt",
     meta: Mapping | None = None,
 ) -> nn.Module:
@@ -78,8 +78,9 @@ def ensemble_network(
         network: the bundle's network.
         run_dirs: run folders of further members (same bundle and network settings); empty: no ensemble.
         device: where the members run.
-        datalist: the evaluated run's ``datalist.json``; when given, a member whose own ``datalist.json``
-            trained on any of its validation cases is refused (its scores would be inflated).
+        datalist: the evaluated cases: the run's ``datalist.json`` or a datalist (e.g.
+            :func:`app.data.evaluation_datalist`); when given, a member whose own ``datalist.json`` trained
+            on any of its validation cases is refused (its scores would be inflated).
         model_name: the weights file in each run folder.
         meta: the bundle metadata (``@_meta_``) the members' recorded configs read.
 
@@ -89,7 +90,9 @@ def ensemble_network(
     """
     if not run_dirs:
         return network
-    validation = _images(load_datalist(datalist).get("validation", [])) if datalist is not None else set()
+    evaluated = load_datalist(datalist) if isinstance(datalist, str | Path) else datalist
+    validation = _images(evaluated.get("validation", [])) if evaluated is not None else set()
+    source = datalist if isinstance(datalist, str | Path) else (evaluated or {}).get("dataset_dir", "the run")
     members = [network]
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
@@ -101,7 +104,7 @@ def ensemble_network(
             if leaked:
                 raise InputError(
                     run_dir / "datalist.json",
-                    f"ensemble member trained on {len(leaked)} validation case(s) of {datalist} "
+                    f"ensemble member trained on {len(leaked)} validation case(s) of {source} "
                     f"(e.g. {sorted(leaked)[0]}); train members on the same split (--split_seed)",
                 )
         member = trained_network(network, weights, meta)

@@ -77,6 +77,22 @@ def test_em_train_infer_evaluate(run_bundle, tmp_path):
     assert 0.0 <= summary["metrics"]["pixel_error"]["mean"] <= 1.0
     assert (run_dir / "eval" / "metrics.csv").is_file()
 
+    # a held-out labelled set: every slice scored, in its own folder, the split's scores left alone
+    held_out = make_em_demo(tmp_path / "held_out", n_train=3, n_test=1, size=256, seed=5)
+    scored = (run_dir / "eval" / "metrics.csv").read_text()
+    proc = run_bundle(
+        "evaluating",
+        ["bundles/em/train.json", "bundles/em/evaluate.json"],
+        run_dir=run_dir,
+        eval_dataset_dir=held_out,
+        tile_size=124,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(run_dir / "eval_held_out" / "metrics.csv") as f:
+        assert sorted(line.split(",")[0] for line in f.read().splitlines()[1:]) == ["0.png", "1.png", "2.png"]
+    assert (run_dir / "eval" / "metrics.csv").read_text() == scored
+    assert json.loads((run_dir / "datalist.json").read_text()) == datalist
+
 
 def test_em_missing_dataset_dir_is_a_clear_error(run_bundle, tmp_path):
     proc = run_bundle(

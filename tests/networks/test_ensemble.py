@@ -72,6 +72,9 @@ def test_a_member_trained_on_validation_cases_is_refused(tmp_path):
         InputError, match=r"b/datalist.json: ensemble member trained on 1 validation case\(s\)"
     ):
         ensemble_network(_unet(0), [leaky], datalist=this / "datalist.json")
+    held_out = {"training": [], "validation": [{"image": "c2", "label": "c"}], "dataset_dir": "/test_set"}
+    with pytest.raises(InputError, match=r"trained on 1 validation case\(s\) of /test_set"):
+        ensemble_network(_unet(0), [leaky], datalist=held_out)  # an evaluation datalist of a held-out folder
     # without a reference split (inference on new images) there is nothing to leak
     assert isinstance(ensemble_network(_unet(0), [leaky]), MeanEnsemble)
 
