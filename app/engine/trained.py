@@ -90,7 +90,14 @@ def trained_network(configured: nn.Module, weights: str | Path, meta: Mapping | 
             error,
         )
         return configured
-    if describe_mismatch(network.state_dict(), configured) is not None:
+    if type(network) is not type(configured):  # e.g. trained with a variant overlay this command lacks
+        logger.info(
+            "%s: the run trained a %s where this command's config builds a %s; using the run's",
+            record,
+            type(network).__name__,
+            type(configured).__name__,
+        )
+    elif describe_mismatch(network.state_dict(), configured) is not None:
         logger.info("%s: the run was trained with other network options than this command's config", record)
     logger.info("network as trained, from %s", record)
     return network

@@ -59,11 +59,18 @@ def test_trained_network_falls_back_to_the_configured_one(tmp_path, caplog):
     assert trained_network(configured, weights) is configured
 
 
-def test_trained_network_prefers_the_record_to_this_commands_config(tmp_path):
+def test_trained_network_prefers_the_record_to_this_commands_config(tmp_path, caplog):
     meta = _record(tmp_path, "em", features=4, depth=2)
     configured = UNet2015(2, 1, 2, features=8, depth=2)
-    network = trained_network(configured, tmp_path / "model_final.pt", meta)
+    with caplog.at_level(logging.INFO, logger="app.engine.trained"):
+        network = trained_network(configured, tmp_path / "model_final.pt", meta)
     assert _shapes(network) == _shapes(UNet2015(2, 1, 2, features=4, depth=2, norm="instance"))
+    assert "trained with other network options than this command's config" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="app.engine.trained"):
+        network = trained_network(nn.Conv2d(1, 2, 3), tmp_path / "model_final.pt", meta)
+    assert "the run trained a UNet2015 where this command's config builds a Conv2d" in caplog.text
+    assert isinstance(network, UNet2015)
 
 
 @pytest.mark.parametrize("record", [[1, 2], {"network": 1}])
