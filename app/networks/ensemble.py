@@ -51,8 +51,15 @@ class MeanEnsemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, *spatial)`` -> ``(B, C, *spatial)`` log of the members' mean probabilities."""
-        mean = torch.stack([torch.softmax(net(x).float(), dim=1) for net in self.members]).mean(0)
-        return mean.clamp_min(_TINY).log()
+        probs = [torch.softmax(net(x).float(), dim=1) for net in self.members]
+        shapes = {tuple(p.shape) for p in probs}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"ensemble members predict outputs of different shapes {sorted(shapes)} for one input of "
+                f"{tuple(x.shape)}: members need the same classes and, for valid-padding networks, the same "
+                "depth (the same margin)"
+            )
+        return torch.stack(probs).mean(0).clamp_min(_TINY).log()
 
 
 def _images(entries: list[dict]) -> set[str]:

@@ -77,6 +77,21 @@ def test_em_train_infer_evaluate(run_bundle, tmp_path):
     assert 0.0 <= summary["metrics"]["pixel_error"]["mean"] <= 1.0
     assert (run_dir / "eval" / "metrics.csv").is_file()
 
+    # an ensemble of the run with itself averages equal probabilities: the same scores as the run alone
+    proc = run_bundle(
+        "evaluating",
+        ["bundles/em/train.json", "bundles/em/evaluate.json"],
+        run_dir=run_dir,
+        ensemble_runs=f"['{run_dir}']",
+        eval_dir=tmp_path / "eval_ensemble",
+        tile_size=124,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ensemble of 2 networks" in proc.stdout + proc.stderr
+    ensemble = json.loads((tmp_path / "eval_ensemble" / "summary.json").read_text())["metrics"]
+    for name in ("pixel_error", "dice"):
+        assert ensemble[name]["mean"] == pytest.approx(summary["metrics"][name]["mean"], abs=1e-6)
+
     # a held-out labelled set: every slice scored, in its own folder, the split's scores left alone
     held_out = make_em_demo(tmp_path / "held_out", n_train=3, n_test=1, size=256, seed=5)
     scored = (run_dir / "eval" / "metrics.csv").read_text()

@@ -33,6 +33,9 @@ def test_softmax_of_the_ensemble_is_the_mean_of_the_members_probabilities():
     assert torch.softmax(vote(torch.zeros(1, 1, 1, 1)), 1)[0, :, 0, 0].argmax() == 0
     with pytest.raises(ValueError, match="at least one network"):
         MeanEnsemble([])
+    three = _Constant([0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match=r"outputs of different shapes \[\(1, 2, 3, 4\), \(1, 3, 3, 4\)\]"):
+        MeanEnsemble([_Constant([0.8, 0.2]), three])(torch.zeros(1, 1, 3, 4))
 
 
 def _unet(seed: int) -> UNet:
