@@ -97,9 +97,12 @@ def ensemble_network(
     """
     if not run_dirs:
         return network
-    evaluated = load_datalist(datalist) if isinstance(datalist, str | Path) else datalist
-    validation = _images(evaluated.get("validation", [])) if evaluated is not None else set()
-    source = datalist if isinstance(datalist, str | Path) else (evaluated or {}).get("dataset_dir", "the run")
+    if isinstance(datalist, str | Path):
+        evaluated, source = load_datalist(datalist), datalist
+    else:
+        evaluated = datalist or {}
+        source = evaluated.get("dataset_dir", "the run")
+    validation = _images(evaluated.get("validation", []))
     members = [network]
     for run_dir in run_dirs:
         run_dir = Path(run_dir)

@@ -43,8 +43,8 @@ def test_em_train_infer_evaluate(run_bundle, tmp_path):
         input_dir=test_dir,
         tile_size=124,
     )
-    assert f"network as trained, from {run_dir / 'config.json'}" in proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"network as trained, from {run_dir / 'config.json'}" in proc.stdout + proc.stderr
     for image in sorted(test_dir.glob("*.png")):
         mask = np.array(Image.open(run_dir / "predictions" / f"{image.stem}_mask.png"))
         prob = np.array(Image.open(run_dir / "predictions" / f"{image.stem}_prob.tif"))
@@ -63,30 +63,28 @@ def test_em_train_infer_evaluate(run_bundle, tmp_path):
                 )
                 assert not (differ & both_cell).any()
 
-    proc = run_bundle(
-        "evaluating", ["bundles/em/train.json", "bundles/em/evaluate.json"], run_dir=run_dir, tile_size=124
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    def evaluate(**options):
+        """The evaluation command on this run, without network options; its process, checked for success."""
+        files = ["bundles/em/train.json", "bundles/em/evaluate.json"]
+        proc = run_bundle("evaluating", files, run_dir=run_dir, tile_size=124, **options)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    def scored(eval_dir: Path) -> list[str]:
+        """The image names of an evaluation's per-image ``metrics.csv``, sorted."""
+        return sorted(line.split(",")[0] for line in (eval_dir / "metrics.csv").read_text().splitlines()[1:])
+
+    evaluate()
     assert json.loads((run_dir / "datalist.json").read_text()) == datalist  # the training record is untouched
     summary = json.loads((run_dir / "eval" / "summary.json").read_text())
     assert summary["num_images"] == len(datalist["validation"])
-    with open(run_dir / "eval" / "metrics.csv") as f:
-        evaluated = [line.split(",")[0] for line in f.read().splitlines()[1:]]
-    assert sorted(evaluated) == sorted(Path(item["image"]).name for item in datalist["validation"])
+    assert scored(run_dir / "eval") == sorted(Path(item["image"]).name for item in datalist["validation"])
     assert all(str(dataset_dir) in item["image"] for item in datalist["validation"])
     assert 0.0 <= summary["metrics"]["pixel_error"]["mean"] <= 1.0
     assert (run_dir / "eval" / "metrics.csv").is_file()
 
     # an ensemble of the run with itself averages equal probabilities: the same scores as the run alone
-    proc = run_bundle(
-        "evaluating",
-        ["bundles/em/train.json", "bundles/em/evaluate.json"],
-        run_dir=run_dir,
-        ensemble_runs=f"['{run_dir}']",
-        eval_dir=tmp_path / "eval_ensemble",
-        tile_size=124,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = evaluate(ensemble_runs=f"['{run_dir}']", eval_dir=tmp_path / "eval_ensemble")
     assert "ensemble of 2 networks" in proc.stdout + proc.stderr
     ensemble = json.loads((tmp_path / "eval_ensemble" / "summary.json").read_text())["metrics"]
     for name in ("pixel_error", "dice"):
@@ -94,18 +92,10 @@ def test_em_train_infer_evaluate(run_bundle, tmp_path):
 
     # a held-out labelled set: every slice scored, in its own folder, the split's scores left alone
     held_out = make_em_demo(tmp_path / "held_out", n_train=3, n_test=1, size=256, seed=5)
-    scored = (run_dir / "eval" / "metrics.csv").read_text()
-    proc = run_bundle(
-        "evaluating",
-        ["bundles/em/train.json", "bundles/em/evaluate.json"],
-        run_dir=run_dir,
-        eval_dataset_dir=held_out,
-        tile_size=124,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(run_dir / "eval_held_out" / "metrics.csv") as f:
-        assert sorted(line.split(",")[0] for line in f.read().splitlines()[1:]) == ["0.png", "1.png", "2.png"]
-    assert (run_dir / "eval" / "metrics.csv").read_text() == scored
+    split_scores = (run_dir / "eval" / "metrics.csv").read_text()
+    evaluate(eval_dataset_dir=held_out)
+    assert scored(run_dir / "eval_held_out") == ["0.png", "1.png", "2.png"]
+    assert (run_dir / "eval" / "metrics.csv").read_text() == split_scores
     assert json.loads((run_dir / "datalist.json").read_text()) == datalist
 
 
