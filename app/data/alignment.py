@@ -36,6 +36,8 @@ SHIFT_FILE = "image_shift.json"
 _MAX_SPREAD = 1.0
 # measured offsets below this (px) are noise (aligned generated pairs measure up to 0.02)
 _MIN_SHIFT = 0.05
+# members of an ensemble whose image shifts differ by more than this (px) are refused
+_MEMBER_TOLERANCE = 0.1
 
 
 def label_offset(image: np.ndarray, label: np.ndarray, max_shift: int = 2) -> np.ndarray:
@@ -169,13 +171,40 @@ def resolve_image_shift(
     return shift
 
 
-def saved_image_shift(run_dir: str | Path, spatial_dims: int) -> list[float]:
+def saved_image_shift(
+    run_dir: str | Path,
+    spatial_dims: int,
+    members: Sequence[str | Path] = (),
+    tolerance: float = _MEMBER_TOLERANCE,
+) -> list[float]:
     """The image shift a run was trained with, from ``run_dir/image_shift.json``.
 
     A run folder without the file (trained before the option existed) was trained on unshifted images:
-    zeros. An unreadable or malformed file raises :class:`InputError` naming it.
+    zeros. An ensemble shifts its input once, for all its networks, so every run folder of ``members``
+    (``--ensemble_runs``) must have been trained with the same shift as ``run_dir``, within ``tolerance``
+    pixels along every axis (members trained on one split measure the same shift; other splits of the same
+    data differ by a few hundredths of a pixel).
+
+    Raises:
+        InputError: an unreadable or malformed file, or a member trained with another shift, naming the
+            file.
     """
-    path = Path(run_dir) / SHIFT_FILE
+    shift = _read_shift(Path(run_dir) / SHIFT_FILE, spatial_dims)
+    for member in members:
+        path = Path(member) / SHIFT_FILE
+        other = _read_shift(path, spatial_dims)
+        if max(abs(a - b) for a, b in zip(shift, other, strict=True)) > tolerance:
+            raise InputError(
+                path,
+                f"ensemble member was trained on images shifted by {other} px, this run ({run_dir}) by "
+                f"{shift} px; an ensemble shifts its input once, so its members must share the shift "
+                f"(within {tolerance} px)",
+            )
+    return shift
+
+
+def _read_shift(path: Path, spatial_dims: int) -> list[float]:
+    """The ``image_shift`` of one record; zeros where the run folder has none."""
     if not path.is_file():
         return [0.0] * spatial_dims
     try:

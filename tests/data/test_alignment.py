@@ -123,3 +123,18 @@ def test_the_measured_shift_aligns_real_isbi_images_with_their_labels(shared_dat
     )
     after = label_offset(np.asarray(shifted[0]), label)
     assert np.abs(after).max() < 0.15
+
+
+def test_ensemble_members_must_share_the_run_s_shift(tmp_path):
+    run, close, far, unshifted = (tmp_path / name for name in ("run", "close", "far", "unshifted"))
+    for folder, shift in ((run, [0.13, 0.64]), (close, [0.11, 0.66]), (far, [0.13, 0.0])):
+        resolve_image_shift(shift, [], folder.mkdir() or folder, 2)
+    unshifted.mkdir()
+    assert saved_image_shift(run, 2, [close]) == [0.13, 0.64]  # 0.02 px apart: the run's shift
+    with pytest.raises(
+        InputError,
+        match=r"far.image_shift.json: ensemble member was trained on images shifted by \[0.13, 0.0\]",
+    ):
+        saved_image_shift(run, 2, [close, far])
+    with pytest.raises(InputError, match=r"unshifted.image_shift.json: .*shifted by \[0.0, 0.0\] px"):
+        saved_image_shift(run, 2, [unshifted])
