@@ -51,15 +51,24 @@ class MeanEnsemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, *spatial)`` -> ``(B, C, *spatial)`` log of the members' mean probabilities."""
-        probs = [torch.softmax(net(x).float(), dim=1) for net in self.members]
-        shapes = {tuple(p.shape) for p in probs}
-        if len(shapes) > 1:
-            raise ValueError(
-                f"ensemble members predict outputs of different shapes {sorted(shapes)} for one input of "
-                f"{tuple(x.shape)}: members need the same classes and, for valid-padding networks, the same "
-                "depth (the same margin)"
-            )
-        return torch.stack(probs).mean(0).clamp_min(_TINY).log()
+        return _mean_log_probability(x, *(torch.softmax(net(x).float(), dim=1) for net in self.members))
+
+
+@torch.fx.wrap
+def _mean_log_probability(x: torch.Tensor, *probs: torch.Tensor) -> torch.Tensor:
+    """Log of the mean of ``probs``, which must share one shape (``x``, the input, names the case).
+
+    A leaf of ``torch.fx`` traces (its shape check is Python), so that batch-norm folding still sees the
+    members' layers; skipped while ``torch.jit`` traces (ONNX export), where sizes are tensors.
+    """
+    shapes = {tuple(p.shape) for p in probs}
+    if len(shapes) > 1 and not torch.jit.is_tracing():
+        raise ValueError(
+            f"ensemble members predict outputs of different shapes {sorted(shapes)} for one input of "
+            f"{tuple(x.shape)}: members need the same classes and, for valid-padding networks, the same "
+            "depth (the same margin)"
+        )
+    return torch.stack(probs).mean(0).clamp_min(_TINY).log()
 
 
 def _images(entries: list[dict]) -> set[str]:

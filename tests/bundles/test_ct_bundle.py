@@ -82,6 +82,44 @@ def test_evaluate_writes_per_case_csv_and_summary(run_bundle, trained):
     assert "ct_" in raw[1]
 
 
+def test_an_ensemble_of_identical_members_evaluates_and_infers_as_one_model(
+    run_bundle, infer_demo_case, trained, tmp_path
+):
+    run_dir, _ = trained
+    scores = []
+    for ensemble in ([], [str(run_dir)]):
+        eval_dir = tmp_path / f"eval{len(ensemble)}"
+        proc = run_bundle(
+            "evaluating",
+            TRAIN + ["bundles/ct/evaluate.json"],
+            run_dir=run_dir,
+            eval_dir=eval_dir,
+            ensemble_runs=ensemble,
+            **SMALL,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        scores.append(json.loads((eval_dir / "summary.json").read_text())["metrics"])
+    assert "ensemble of 2 networks" in proc.stdout + proc.stderr
+    assert scores[1]["val_mean_dice"] == pytest.approx(scores[0]["val_mean_dice"], abs=1e-6)
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    single = infer_demo_case("ct", run_dir, tmp_path / "one", **SMALL)
+    both = infer_demo_case("ct", run_dir, tmp_path / "two", ensemble_runs=[str(run_dir)], **SMALL)
+    assert np.mean(single != both) < 1e-4  # float rounding of the mean may flip a voxel at 50/50
+    missing = tmp_path / "no_such_run"
+    proc = run_bundle(
+        "inference",
+        TRAIN + ["bundles/ct/inference.json"],
+        run_dir=run_dir,
+        output_dir=tmp_path / "none",
+        ensemble_runs=[str(missing)],
+        **SMALL,
+    )
+    assert (
+        proc.returncode != 0 and f"{missing / 'model.pt'}: ensemble member has no weights file" in proc.stderr
+    )
+    assert not (tmp_path / "none").exists()
+
+
 def test_evaluate_takes_the_runs_saved_split_whatever_dataset_dir_says(parse_bundle, trained, tmp_path):
     run_dir, _ = trained
     saved = (run_dir / "datalist.json").read_text()

@@ -38,6 +38,37 @@ def test_softmax_of_the_ensemble_is_the_mean_of_the_members_probabilities():
         MeanEnsemble([_Constant([0.8, 0.2]), three])(torch.zeros(1, 1, 3, 4))
 
 
+def _trained_batch_norm_unets(n: int) -> list[torch.nn.Module]:
+    """``n`` small 3D UNets with batch norm whose running statistics moved off their defaults."""
+    torch.manual_seed(0)
+    nets = []
+    for _ in range(n):
+        net = UNet(3, 1, 2, (4, 8), (2,), norm="batch").train()
+        with torch.no_grad():
+            for _ in range(3):
+                net(torch.randn(2, 1, 16, 16, 16))
+        nets.append(net.eval())
+    return nets
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_the_inference_backends_run_an_ensemble_as_it_is(backend):
+    """Batch-norm folding reaches into the members; ONNX Runtime exports the whole ensemble as one graph."""
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    from app.inferers.backends import FoldedBatchNormNetwork, inference_network
+
+    ensemble = MeanEnsemble(_trained_batch_norm_unets(2)).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    wrapped = inference_network(ensemble, backend=backend, fold_batch_norm=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(x), ensemble(x), atol=1e-5, rtol=1e-5)
+    if backend == "torch":
+        assert isinstance(wrapped, FoldedBatchNormNetwork)
+        folded = wrapped.build(x)
+        assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in folded.modules())
+
+
 def _unet(seed: int) -> UNet:
     torch.manual_seed(seed)
     return UNet(3, 1, 3, channels=(4, 8), strides=(2,), num_res_units=1).eval()
