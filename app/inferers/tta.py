@@ -9,6 +9,7 @@ predictions worse, not better.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,7 +19,14 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.utils import convert_data_type, convert_to_dst_type
 
-__all__ = ["MirrorTTAInferer", "apply_symmetry", "flip_combinations", "invert_symmetry", "square_symmetries"]
+__all__ = [
+    "MirrorTTAInferer",
+    "ShiftTTAInferer",
+    "apply_symmetry",
+    "flip_combinations",
+    "invert_symmetry",
+    "square_symmetries",
+]
 
 Symmetry = tuple[int, tuple[int, ...]]
 """``(quarter turns in the first two spatial dims, flipped tensor dims)`` of a ``(B, C, *spatial)`` tensor."""
@@ -93,16 +101,101 @@ class MirrorTTAInferer(Inferer):
                 f"spatial_axes {self.spatial_axes} do not fit an input with {n_spatial} spatial dims "
                 f"{tuple(inputs.shape[2:])}"
             )
-        image = convert_data_type(inputs, torch.Tensor)[0]
-        total = None
-        symmetries = flip_combinations(self.spatial_axes)
-        for symmetry in symmetries:
-            pred = self.inferer(apply_symmetry(image, symmetry), network, *args, **kwargs)
-            pred = pred[0] if isinstance(pred, (list, tuple)) else pred
-            pred = invert_symmetry(convert_data_type(pred, torch.Tensor)[0], symmetry)
-            total = pred if total is None else total + pred
-        mean = total / len(symmetries)
-        if isinstance(inputs, MetaTensor):
-            meta = MetaTensor([]).copy_meta_from(inputs, copy_attr=False)
-            return convert_to_dst_type(mean, meta, device=mean.device)[0]
-        return mean
+        pairs = [
+            (
+                functools.partial(apply_symmetry, symmetry=sym),
+                functools.partial(invert_symmetry, symmetry=sym),
+            )
+            for sym in flip_combinations(self.spatial_axes)
+        ]
+        return _mean_prediction(self.inferer, inputs, network, pairs, *args, **kwargs)
+
+
+class ShiftTTAInferer(Inferer):
+    """Average the predictions of ``inferer`` over circular shifts of the input by ``0`` or ``shift`` voxels.
+
+    A U-Net that down-samples by ``s`` (8 for three 2x poolings) is equivariant to shifts of ``s`` voxels
+    only: a shift by ``s / 2`` puts every voxel on another position of its pooling grid, so the prediction of
+    the shifted input, shifted back, is a second opinion of the same network, like a mirrored pass. Every
+    combination of ``{0, shift}`` along ``spatial_axes`` is one pass (``2**k`` passes for ``k`` axes).
+
+    The shift is circular (``torch.roll``): the last ``shift`` voxels of an axis wrap round to its start.
+    Meant for inputs whose borders are background or padding, like the hippocampus crops (padded to the
+    patch): the wrapped voxels change predictions near the borders only.
+
+    Args:
+        inferer: any MONAI inferer (or a :class:`MirrorTTAInferer`).
+        shift: voxels; 0 makes the wrapper the identity (configs keep it in place, switched off).
+        spatial_axes: spatial axes to shift (0 = first spatial axis).
+
+    Example::
+
+        inferer = ShiftTTAInferer(SlidingWindowInferer(roi_size=(40, 56, 40)), shift=4)
+        logits = inferer(volume, network)  # mean of 8 passes: shifts (0 or 4, 0 or 4, 0 or 4)
+    """
+
+    def __init__(self, inferer: Inferer, shift: int = 0, spatial_axes: Sequence[int] = (0, 1, 2)) -> None:
+        super().__init__()
+        axes = tuple(spatial_axes)
+        if any(not isinstance(a, int) or a < 0 for a in axes) or len(set(axes)) != len(axes):
+            raise ValueError(f"spatial_axes must be distinct ints >= 0, got {spatial_axes!r}")
+        if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
+            raise ValueError(f"shift must be an int >= 0 (voxels), got {shift!r}")
+        self.inferer = inferer
+        self.shift = shift
+        self.spatial_axes = axes
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Predict ``inputs`` ``(B, C, *spatial)``; returns the mean prediction ``(B, C_out, *spatial)``.
+
+        Raises:
+            ValueError: when an axis in ``spatial_axes`` is not a spatial axis of ``inputs``, or ``shift`` is
+                not smaller than the input along it.
+        """
+        if not self.shift or not self.spatial_axes:
+            return self.inferer(inputs, network, *args, **kwargs)
+        sizes = inputs.shape[2:]
+        if max(self.spatial_axes) >= len(sizes) or any(self.shift >= sizes[a] for a in self.spatial_axes):
+            raise ValueError(
+                f"shift {self.shift} along spatial_axes {self.spatial_axes} does not fit an input of spatial "
+                f"size {tuple(sizes)}"
+            )
+        pairs = []
+        for r in range(len(self.spatial_axes) + 1):
+            for axes in itertools.combinations(self.spatial_axes, r):
+                dims = tuple(2 + a for a in axes)
+                forward = functools.partial(torch.roll, shifts=(self.shift,) * len(dims), dims=dims)
+                back = functools.partial(torch.roll, shifts=(-self.shift,) * len(dims), dims=dims)
+                pairs.append((forward, back) if dims else (_identity, _identity))
+        return _mean_prediction(self.inferer, inputs, network, pairs, *args, **kwargs)
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _mean_prediction(
+    inferer: Inferer,
+    inputs: torch.Tensor,
+    network: Callable[..., Any],
+    pairs: Sequence[tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]],
+    *args: Any,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """The mean over ``(transform, inverse)`` pairs of ``inverse(inferer(transform(inputs)))``.
+
+    Raw outputs (logits) are averaged; a list or tuple output (deep supervision) is reduced to its first
+    element; a ``MetaTensor`` input keeps its metadata.
+    """
+    image = convert_data_type(inputs, torch.Tensor)[0]
+    total = None
+    for transform, inverse in pairs:
+        pred = inferer(transform(image), network, *args, **kwargs)
+        pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+        pred = inverse(convert_data_type(pred, torch.Tensor)[0])
+        total = pred if total is None else total + pred
+    mean = total / len(pairs)
+    if isinstance(inputs, MetaTensor):
+        meta = MetaTensor([]).copy_meta_from(inputs, copy_attr=False)
+        return convert_to_dst_type(mean, meta, device=mean.device)[0]
+    return mean

@@ -1,11 +1,11 @@
-"""Mirror test-time augmentation: hand-computed averages, pass counts, metadata, bad axes."""
+"""Mirror and shift test-time augmentation: hand-computed averages, pass counts, metadata, bad axes."""
 
 import pytest
 import torch
 from monai.data import MetaTensor
 from monai.inferers import SimpleInferer, SlidingWindowInferer
 
-from app.inferers import MirrorTTAInferer, OverlapTileInferer
+from app.inferers import MirrorTTAInferer, OverlapTileInferer, ShiftTTAInferer
 from app.inferers.tta import apply_symmetry, flip_combinations, invert_symmetry, square_symmetries
 
 
@@ -119,3 +119,58 @@ def test_overlap_tile_bad_tta_flip_axes_are_refused(axes):
 def test_overlap_tile_tta_flip_axis_beyond_the_input_is_named():
     with pytest.raises(ValueError, match=r"tta_flip_axes \(2,\) do not fit an input with 2 spatial dims"):
         OverlapTileInferer(12, margin=0, tta=True, tta_flip_axes=[2])(torch.rand(1, 1, 12, 12), RampNet())
+
+
+def test_shifting_the_ramp_axis_averages_the_ramp_with_its_circular_shift():
+    x = torch.rand(1, 1, 4, 3, 2)
+    net = RampNet()
+    out = ShiftTTAInferer(SimpleInferer(), shift=1, spatial_axes=[0])(x, net)
+    # roll back (roll(x, 1) + [0,1,2,3]) = x + [1,2,3,0]; mean with x + [0,1,2,3]
+    torch.testing.assert_close(out, x + torch.tensor([0.5, 1.5, 2.5, 1.5]).view(1, 1, 4, 1, 1))
+    assert net.calls == 2
+
+
+def test_shifts_along_other_axes_leave_the_ramp_and_cost_two_to_the_k_passes():
+    x = torch.rand(2, 1, 4, 3, 2)
+    net = RampNet()
+    out = ShiftTTAInferer(SimpleInferer(), shift=1, spatial_axes=(1, 2))(x, net)
+    torch.testing.assert_close(out, RampNet()(x))
+    assert net.calls == 4
+
+
+def test_shift_zero_is_one_plain_pass_and_shifts_compose_with_mirrors():
+    x = MetaTensor(torch.rand(1, 1, 4, 3, 2), meta={"filename_or_obj": "case.nii.gz"})
+    net = RampNet()
+    out = ShiftTTAInferer(SimpleInferer(), shift=0)(x, net)
+    torch.testing.assert_close(
+        torch.as_tensor(out), torch.as_tensor(x) + RampNet()(torch.zeros(1, 1, 4, 1, 1))
+    )
+    assert net.calls == 1
+    # mirrored mean x + 1.5 is shift-invariant along the ramp: the shifts keep it, 2 x 2 passes
+    both = MirrorTTAInferer(ShiftTTAInferer(SimpleInferer(), shift=2, spatial_axes=[0]), spatial_axes=[0])
+    out = both(x, net)
+    torch.testing.assert_close(torch.as_tensor(out), torch.as_tensor(x) + 1.5)
+    assert net.calls == 1 + 4 and out.meta["filename_or_obj"] == "case.nii.gz"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"shift": -1}, "shift must be an int >= 0"),
+        ({"shift": 1.5}, "shift must be an int >= 0"),
+        ({"shift": True}, "shift must be an int >= 0"),
+        ({"shift": 1, "spatial_axes": (0, 0)}, "spatial_axes must be distinct ints"),
+    ],
+)
+def test_bad_shifts_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ShiftTTAInferer(SimpleInferer(), **kwargs)
+
+
+def test_a_shift_the_input_cannot_hold_is_refused_with_the_shape():
+    with pytest.raises(
+        ValueError, match=r"shift 3 along spatial_axes \(0, 1, 2\) does not fit .* \(4, 3, 2\)"
+    ):
+        ShiftTTAInferer(SimpleInferer(), shift=3)(torch.rand(1, 1, 4, 3, 2), RampNet())
+    with pytest.raises(ValueError, match="does not fit"):
+        ShiftTTAInferer(SimpleInferer(), shift=1, spatial_axes=[3])(torch.rand(1, 1, 4, 3, 2), RampNet())
