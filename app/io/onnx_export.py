@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
+from app.data.datalist import load_datalist
 from app.errors import InputError
 
 __all__ = ["build_network", "export_onnx", "add_parser"]
@@ -29,9 +30,18 @@ logger = logging.getLogger(__name__)
 
 
 def build_network(
-    config_files: Sequence[str | Path], meta_file: str | Path | None = None, overrides: dict | None = None
+    config_files: Sequence[str | Path],
+    meta_file: str | Path | None = None,
+    overrides: dict | None = None,
+    run_dir: str | Path | None = None,
 ) -> tuple[torch.nn.Module, dict]:
-    """Instantiate ``network_def`` of a bundle config (plus overrides); returns it and the metadata."""
+    """Instantiate ``network_def`` of a bundle config (plus overrides); returns it and the metadata.
+
+    With ``run_dir`` (the weights' run folder) the config's ``run_folder`` is that folder and its
+    ``datalist`` the run's saved split (``datalist.json``, or an empty one), so that building the network
+    starts no run: no ``command.json`` or ``config.json`` is written and no data are read (the MRI bundle
+    counts its input channels from the split).
+    """
     files = [str(f) for f in config_files]
     for f in files:
         if not Path(f).is_file():
@@ -40,6 +50,10 @@ def build_network(
     parser = ConfigParser()
     parser.read_config(files)
     parser.read_meta(str(meta_path))
+    if run_dir is not None:
+        split = Path(run_dir) / "datalist.json"
+        parser["run_folder"] = str(run_dir)
+        parser["datalist"] = load_datalist(split) if split.is_file() else {"training": [], "validation": []}
     for key, value in (overrides or {}).items():
         parser[key] = value
     return parser.get_parsed_content("network_def"), parser.get("_meta_", {})
@@ -112,7 +126,7 @@ def _cmd(args: argparse.Namespace) -> int:
             overrides[key] = value
     if not Path(args.ckpt).is_file():
         raise InputError(args.ckpt, "checkpoint does not exist")
-    network, metadata = build_network(args.config_file, args.meta_file, overrides)
+    network, metadata = build_network(args.config_file, args.meta_file, overrides, Path(args.ckpt).parent)
     network = trained_network(network, args.ckpt, metadata)
     state = safe_load(args.ckpt)
     state = state.get("network", state)
@@ -121,7 +135,12 @@ def _cmd(args: argparse.Namespace) -> int:
     image = metadata.get("network_data_format", {}).get("inputs", {}).get("image", {})
     spatial_dims = len(image.get("spatial_shape", [0, 0, 0]))
     export_onnx(
-        network, args.out, spatial_dims, int(image.get("num_channels", 1)), metadata, args.example_size
+        network,
+        args.out,
+        spatial_dims,
+        _input_channels(network, int(image.get("num_channels", 1))),
+        metadata,
+        args.example_size,
     )
     return 0
 
@@ -136,3 +155,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--override", nargs="*", help="config overrides key=value (JSON values)")
     p.add_argument("--example-size", type=int, default=32, help="spatial size of the tracing input")
     p.set_defaults(func=_cmd)
+
+
+def _input_channels(network: torch.nn.Module, default: int) -> int:
+    """The input channels of ``network``'s first convolution (a run may have trained on several), else
+    ``default`` (the metadata's ``num_channels``)."""
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.conv._ConvNd):
+            return int(module.in_channels)
+    return default

@@ -167,17 +167,20 @@ def test_mri_exports_to_torchscript_and_onnx_with_the_same_predictions(trained, 
         "app",
         "export-onnx",
         "--config_file",
-        TRAIN[0],
+        str(REPO_ROOT / TRAIN[0]),
         "--ckpt",
         str(run_dir / "model.pt"),
         "--out",
         str(onnx_path),
-        "--override",
-        "in_channels=1",
     ]
-    for cmd in (export, onnx_cmd):
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    record = {name: (run_dir / name).read_text() for name in ("command.json", "config.json", "datalist.json")}
+    # export-onnx runs elsewhere: it must start no run (the default run_dir, runs/mri, stays unmade there)
+    for cmd, cwd in ((export, REPO_ROOT), (onnx_cmd, tmp_path)):
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
+    # export-onnx needs no --in_channels (the run's split has them) and leaves the run's record alone
+    assert {name: (run_dir / name).read_text() for name in record} == record
+    assert not (tmp_path / "runs").exists()
     x = torch.rand(1, 1, 40, 56, 40)
     scripted = torch.jit.load(str(ts))
     with torch.no_grad():
