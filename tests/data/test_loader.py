@@ -39,3 +39,17 @@ def test_collate_error_is_raised():
     data = [torch.zeros(3), torch.zeros(4)]
     with pytest.raises(RuntimeError, match="equal size"):
         list(ThreadDataLoader(Dataset(data), batch_size=2))
+
+
+def test_a_loader_that_does_not_shuffle_leaves_the_global_random_stream_alone():
+    """Validation between epochs must not change what the training's shuffling draws next."""
+    data = Dataset([{"x": torch.tensor([i])} for i in range(4)])
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    for _ in range(3):  # three validation runs
+        assert len(list(ThreadDataLoader(data, batch_size=2, shuffle=False))) == 2
+    torch.testing.assert_close(torch.rand(3), expected)
+    torch.manual_seed(0)
+    list(ThreadDataLoader(data, batch_size=2, shuffle=True))  # a training epoch draws from it, as it should
+    assert not torch.equal(torch.rand(3), expected)
