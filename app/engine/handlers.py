@@ -9,6 +9,7 @@ schedules, TensorBoard, progress reporting and the run's figures (``history.csv`
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from monai.handlers import (
     ValidationHandler,
 )
 
-from app.engine.checkpoint import ResumableCheckpoint
+from app.engine.checkpoint import CHECKPOINT_NAME, ResumableCheckpoint
 from app.engine.history import EPOCH_LOSS, TrainingHistory, output_loss
 from app.engine.overlays import BestWorstCases
 
@@ -49,6 +50,35 @@ class EpochLoss:
 
     def attach(self, engine: Engine) -> None:
         Average(output_transform=output_loss, device=idist.device()).attach(engine, EPOCH_LOSS)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class StopOnNonFiniteLoss:
+    """Stop the training at the first iteration whose loss is NaN or infinite, raising
+    :class:`TrainingDiverged` with the epoch and iteration (the run ends with an error, not with a model of
+    NaN weights).
+
+    Attach it on every rank, before the checkpoint handler: the epoch that diverged is never saved, so
+    ``run_dir/checkpoint.pt`` keeps the last finite epoch.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        loss = output_loss(engine.state.output)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"{self.run_dir}: training diverged, loss {loss} at epoch {engine.state.epoch} iteration "
+                f"{engine.state.iteration}; {CHECKPOINT_NAME} keeps the last finite epoch. "
+                "Lower --learning_rate, train in --precision fp32, or check the data"
+            )
 
 
 class EpochProgress:
@@ -142,7 +172,8 @@ def train_handlers(
     """Handlers for a ``SupervisedTrainer``.
 
     Returns, in order: the epoch loss (mean over all ranks), LR schedule (epoch level;
-    ``ReduceLROnPlateau`` steps on that epoch loss, available every epoch on every rank), validation
+    ``ReduceLROnPlateau`` steps on that epoch loss, available every epoch on every rank), a stop at the first
+    NaN or infinite loss (:class:`StopOnNonFiniteLoss`), validation
     every ``val_interval`` epochs, early stopping after ``early_stop_patience`` validations without
     improvement (0 disables it),
     per-iteration loss logging, epoch progress with ETA, TensorBoard loss curve, a resumable
@@ -159,6 +190,7 @@ def train_handlers(
         handlers.append(LrScheduleHandler(lr_scheduler, print_lr=False, step_transform=_epoch_loss))
     elif lr_scheduler is not None:
         handlers.append(LrScheduleHandler(lr_scheduler=lr_scheduler, print_lr=False))
+    handlers.append(StopOnNonFiniteLoss(run_dir))
     if evaluator is not None:
         handlers.append(ValidationHandler(validator=evaluator, interval=val_interval, epoch_level=True))
         if early_stop_patience > 0:
