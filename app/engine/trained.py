@@ -20,20 +20,35 @@ from torch import nn
 from app.data.datalist import load_datalist
 from app.engine.weights import describe_mismatch
 
-__all__ = ["recorded_network", "trained_network"]
+__all__ = ["pin_to_run", "recorded_network", "trained_network"]
 
 logger = logging.getLogger(__name__)
 
 RECORD = "config.json"
 
 
+def pin_to_run(parser: ConfigParser, run_dir: str | Path) -> None:
+    """Point ``parser``'s bundle config at the existing run folder ``run_dir``, so that parsing it redoes
+    nothing of the run: ``run_folder`` is the folder (no re-seeding, no new ``command.json`` or
+    ``config.json``) and ``datalist`` the run's saved split (``datalist.json``; no data are read or checked;
+    an empty split when the folder has none). Call it after the config is read.
+    """
+    run_dir = Path(run_dir)
+    split = run_dir / "datalist.json"
+    parser.globals["_run_folder"] = str(run_dir)
+    parser.globals["_run_datalist"] = (
+        load_datalist(split) if split.is_file() else {"training": [], "validation": []}
+    )
+    parser["run_folder"] = "$_run_folder"
+    parser["datalist"] = "$_run_datalist"
+
+
 def recorded_network(run_dir: str | Path, meta: Mapping | None = None) -> nn.Module:
     """``network_def`` of the training config recorded in ``run_dir``, instantiated.
 
-    The record is parsed as it was trained, except that nothing of the run is redone: ``run_folder`` is the
-    folder itself (no re-seeding, no new ``command.json``), ``datalist`` is the run's saved split
-    (``datalist.json``; no data are read or checked; an empty split when the folder has none) and
-    ``_meta_`` is ``meta`` (the bundle metadata of the current command). The torch random state is left
+    The record is parsed as it was trained, except that nothing of the run is redone (:func:`pin_to_run`:
+    ``run_folder`` is the folder itself, ``datalist`` the run's saved split) and ``_meta_`` is ``meta`` (the
+    bundle metadata of the current command). The torch random state is left
     as it was (the weights' random initialisation is drawn from a forked generator).
 
     Args:
@@ -48,12 +63,9 @@ def recorded_network(run_dir: str | Path, meta: Mapping | None = None) -> nn.Mod
     config = json.loads((run_dir / RECORD).read_text())
     if not isinstance(config, dict) or "network_def" not in config:
         raise ValueError("has no network_def")
-    split = run_dir / "datalist.json"
-    datalist = load_datalist(split) if split.is_file() else {"training": [], "validation": []}
-    parser = ConfigParser(config, globals={"_run_folder": str(run_dir), "_run_datalist": datalist})
+    parser = ConfigParser(config)
+    pin_to_run(parser, run_dir)
     parser["_meta_"] = dict(meta or {})
-    parser["run_folder"] = "$_run_folder"
-    parser["datalist"] = "$_run_datalist"
     with torch.random.fork_rng(devices=[]):
         network = parser.get_parsed_content("network_def")
     if not isinstance(network, nn.Module):

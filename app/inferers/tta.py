@@ -61,6 +61,14 @@ def invert_symmetry(x: torch.Tensor, symmetry: Symmetry) -> torch.Tensor:
     return torch.flip(x, flips) if flips else x
 
 
+def _spatial_axes(spatial_axes: Sequence[int]) -> tuple[int, ...]:
+    """``spatial_axes`` as a tuple; ValueError unless they are distinct ints >= 0."""
+    axes = tuple(spatial_axes)
+    if any(not isinstance(a, int) or a < 0 for a in axes) or len(set(axes)) != len(axes):
+        raise ValueError(f"spatial_axes must be distinct ints >= 0, got {spatial_axes!r}")
+    return axes
+
+
 class MirrorTTAInferer(Inferer):
     """Average the predictions of ``inferer`` over the flips of ``spatial_axes``.
 
@@ -81,11 +89,8 @@ class MirrorTTAInferer(Inferer):
 
     def __init__(self, inferer: Inferer, spatial_axes: Sequence[int] = ()) -> None:
         super().__init__()
-        axes = tuple(spatial_axes)
-        if any(not isinstance(a, int) or a < 0 for a in axes) or len(set(axes)) != len(axes):
-            raise ValueError(f"spatial_axes must be distinct ints >= 0, got {spatial_axes!r}")
         self.inferer = inferer
-        self.spatial_axes = axes
+        self.spatial_axes = _spatial_axes(spatial_axes)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Predict ``inputs`` ``(B, C, *spatial)``; returns the mean prediction ``(B, C_out, *spatial)``.
@@ -136,14 +141,11 @@ class ShiftTTAInferer(Inferer):
 
     def __init__(self, inferer: Inferer, shift: int = 0, spatial_axes: Sequence[int] = (0, 1, 2)) -> None:
         super().__init__()
-        axes = tuple(spatial_axes)
-        if any(not isinstance(a, int) or a < 0 for a in axes) or len(set(axes)) != len(axes):
-            raise ValueError(f"spatial_axes must be distinct ints >= 0, got {spatial_axes!r}")
         if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
             raise ValueError(f"shift must be an int >= 0 (voxels), got {shift!r}")
         self.inferer = inferer
         self.shift = shift
-        self.spatial_axes = axes
+        self.spatial_axes = _spatial_axes(spatial_axes)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Predict ``inputs`` ``(B, C, *spatial)``; returns the mean prediction ``(B, C_out, *spatial)``.

@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
-from app.data.datalist import load_datalist
 from app.errors import InputError
 
 __all__ = ["build_network", "export_onnx", "add_parser"]
@@ -37,10 +36,10 @@ def build_network(
 ) -> tuple[torch.nn.Module, dict]:
     """Instantiate ``network_def`` of a bundle config (plus overrides); returns it and the metadata.
 
-    With ``run_dir`` (the weights' run folder) the config's ``run_folder`` is that folder and its
-    ``datalist`` the run's saved split (``datalist.json``, or an empty one), so that building the network
-    starts no run: no ``command.json`` or ``config.json`` is written and no data are read (the MRI bundle
-    counts its input channels from the split).
+    With ``run_dir`` (the weights' run folder) the config is pinned to that run
+    (:func:`app.engine.trained.pin_to_run`), so that building the network starts no run: no
+    ``command.json`` or ``config.json`` is written and no data are read (the MRI bundle counts its input
+    channels from the run's saved split).
     """
     files = [str(f) for f in config_files]
     for f in files:
@@ -51,9 +50,9 @@ def build_network(
     parser.read_config(files)
     parser.read_meta(str(meta_path))
     if run_dir is not None:
-        split = Path(run_dir) / "datalist.json"
-        parser["run_folder"] = str(run_dir)
-        parser["datalist"] = load_datalist(split) if split.is_file() else {"training": [], "validation": []}
+        from app.engine.trained import pin_to_run
+
+        pin_to_run(parser, run_dir)
     for key, value in (overrides or {}).items():
         parser[key] = value
     return parser.get_parsed_content("network_def"), parser.get("_meta_", {})
