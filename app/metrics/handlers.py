@@ -10,7 +10,14 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
-from app.metrics.em import EM_METRICS, em_metrics, write_em_report
+from app.metrics.em import (
+    EM_METRICS,
+    ISBI_THRESHOLDS,
+    em_metrics,
+    isbi_pixel_error,
+    pixel_f_counts,
+    write_em_report,
+)
 
 __all__ = ["EMMetricsHandler"]
 
@@ -25,18 +32,29 @@ class EMMetricsHandler:
     ``engine.state.metrics`` (``val_pixel_error``, ``val_rand_error``, ...) and, with ``output_dir``,
     writes ``metrics.csv`` and ``summary.json`` there.
 
+    Where the outputs also carry the probabilities under ``prob_key`` (the softmax ``(C, H, W)`` before
+    discretisation, cell = last channel, or a cell probability ``(1, H, W)``), every image also gets the ISBI
+    2012 challenge's ``isbi_pixel_error`` (:func:`~app.metrics.em.isbi_pixel_error`), and the report its
+    value over the pooled images (``summary.json`` ``"stack"``; ``val_isbi_pixel_error_stack``), the
+    challenge's reading of its stack.
+
     Args:
         output_dir: folder for the report; None only logs and stores the means.
         prefix: prefix of the names in ``engine.state.metrics``.
+        prob_key: output key of the probabilities.
     """
 
-    def __init__(self, output_dir: str | Path | None = None, prefix: str = "val_") -> None:
+    def __init__(
+        self, output_dir: str | Path | None = None, prefix: str = "val_", prob_key: str = "prob"
+    ) -> None:
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.prefix = prefix
+        self.prob_key = prob_key
         self._rows: list[dict] = []
+        self._counts: list[np.ndarray] = []
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self._rows.clear())
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: (self._rows.clear(), self._counts.clear()))
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._on_iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._on_epoch)
 
@@ -45,30 +63,54 @@ class EMMetricsHandler:
         x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
         return x.argmax(0) if x.shape[0] > 1 else x[0]
 
+    @staticmethod
+    def _foreground(x) -> np.ndarray:
+        x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
+        return x[-1]
+
     def _on_iteration(self, engine: Engine) -> None:
-        preds, labels = from_engine(["pred", "label"])(engine.state.output)
+        outputs = engine.state.output
+        preds, labels = from_engine(["pred", "label"])(outputs)
+        probs = (
+            [item.get(self.prob_key) for item in outputs]
+            if isinstance(outputs, list)
+            else [None] * len(preds)
+        )
         metas = engine.state.batch if isinstance(engine.state.batch, list) else []
-        for i, (pred, label) in enumerate(zip(preds, labels, strict=True)):
+        for i, (pred, label, prob) in enumerate(zip(preds, labels, probs, strict=True)):
             name = _name(metas[i]) if i < len(metas) else f"case_{len(self._rows)}"
+            label_fg = self._classes(label) > 0
             row = {"name": name}
-            row.update(em_metrics(self._classes(pred) > 0, self._classes(label) > 0))
+            row.update(em_metrics(self._classes(pred) > 0, label_fg))
+            if prob is not None:
+                counts = pixel_f_counts(self._foreground(prob), label_fg)
+                row["isbi_pixel_error"] = isbi_pixel_error(counts)[0]
+                self._counts.append(counts)
             self._rows.append(row)
 
-    def _all_rows(self) -> list[dict]:
-        """Every rank's rows under ``torch.distributed`` (each rank validated its share), else ours."""
+    @staticmethod
+    def _gather(items: list) -> list:
+        """Every rank's items under ``torch.distributed`` (each rank validated its share), else ours."""
         if not (dist.is_available() and dist.is_initialized()):
-            return self._rows
+            return items
         parts: list = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, self._rows)
-        return [row for part in parts for row in part]
+        dist.all_gather_object(parts, items)
+        return [item for part in parts for item in part]
 
     def _on_epoch(self, engine: Engine) -> None:
-        rows = self._all_rows()
-        for key in EM_METRICS:
+        rows = self._gather(self._rows)
+        counts = self._gather(self._counts)
+        keys = EM_METRICS + (("isbi_pixel_error",) if counts else ())
+        for key in keys:
             values = [r[key] for r in rows if not np.isnan(r[key])]
             engine.state.metrics[self.prefix + key] = float(np.mean(values)) if values else float("nan")
+        stack = None
+        if counts:
+            error, best = isbi_pixel_error(np.sum(counts, axis=0))
+            stack = {"isbi_pixel_error": error, "threshold": ISBI_THRESHOLDS[best]}
+            engine.state.metrics[self.prefix + "isbi_pixel_error_stack"] = error
         if self.output_dir is not None and (not dist.is_initialized() or dist.get_rank() == 0):
-            csv_path, _ = write_em_report(rows, self.output_dir)
+            csv_path, _ = write_em_report(rows, self.output_dir, stack)
             logger.info("EM metrics of %d images written to %s", len(rows), csv_path)
 
 

@@ -81,7 +81,10 @@ def test_em_train_infer_evaluate(run_bundle, tmp_path):
     assert scored(run_dir / "eval") == sorted(Path(item["image"]).name for item in datalist["validation"])
     assert all(str(dataset_dir) in item["image"] for item in datalist["validation"])
     assert 0.0 <= summary["metrics"]["pixel_error"]["mean"] <= 1.0
-    assert (run_dir / "eval" / "metrics.csv").is_file()
+    # the challenge's pixel error (1 - best cell F-score over thresholds) is at most 1 - Dice at t = 0.5
+    dice = summary["metrics"]["dice"]["mean"]
+    assert 0.0 <= summary["metrics"]["isbi_pixel_error"]["mean"] <= 1.0 - dice + 1e-6
+    assert summary["stack"]["threshold"] in [i / 10 for i in range(11)]
 
     # an ensemble of the run with itself averages equal probabilities: the same scores as the run alone
     proc = evaluate(ensemble_runs=f"['{run_dir}']", eval_dir=tmp_path / "eval_ensemble")

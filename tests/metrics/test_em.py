@@ -12,9 +12,12 @@ import torch
 
 from app.metrics import (
     EM_METRICS,
+    ISBI_THRESHOLDS,
     cell_segmentation,
     em_metrics,
     em_metrics_table,
+    isbi_pixel_error,
+    pixel_f_counts,
     to_binary_mask,
     write_em_report,
 )
@@ -172,3 +175,49 @@ def test_report_errors(tmp_path):
         write_em_report([], tmp_path)
     with pytest.raises(ValueError, match="row 1"):
         write_em_report([{"name": "a", "iou": 1.0}, {"name": "b"}], tmp_path)
+
+
+def test_isbi_pixel_error_hand_computed():
+    label = np.array([[1, 1, 0, 0]])
+    prob = np.array([[0.9, 0.3, 0.2, 0.6]])
+    counts = pixel_f_counts(prob, label)
+    # TP, FP, FN of prob > t for t = 0, 0.1, ..., 1 (strictly greater: 0.3 is not cell at t = 0.3).
+    expected = [[2, 2, 0]] * 2 + [[2, 1, 0]] + [[1, 1, 1]] * 3 + [[1, 0, 1]] * 3 + [[0, 0, 2]] * 2
+    np.testing.assert_array_equal(counts, expected)
+    # F = 2TP / (2TP + FP + FN): 4/6, 4/6, 4/5, 1/2 x3, 2/3 x3, 0, 0; the best is 0.8 at t = 0.2.
+    error, best = isbi_pixel_error(counts)
+    assert error == pytest.approx(0.2) and ISBI_THRESHOLDS[best] == 0.2
+    # the fraction of misclassified pixels at t = 0.5 is another number: 2 of 4.
+    assert em_metrics(prob > 0.5, label)["pixel_error"] == 0.5
+
+
+def test_isbi_pixel_error_pools_a_stack():
+    label = np.array([[1, 1, 0, 0]])
+    first = pixel_f_counts(np.array([[0.9, 0.3, 0.2, 0.6]]), label)
+    second = pixel_f_counts(np.array([[0.0, 0.0, 0.0, 0.0]]), label)  # misses both cells at every t
+    stack = first + second
+    # pooled at t = 0.2: TP 2, FP 1, FN 2 -> F 4/7; at t = 0 and 0.1: TP 2, FP 2, FN 2 -> 4/8.
+    assert isbi_pixel_error(stack)[0] == pytest.approx(1 - 4 / 7)
+    assert isbi_pixel_error(second)[0] == 1.0
+
+
+def test_isbi_pixel_error_edge_cases():
+    empty = np.zeros((2, 2))
+    assert isbi_pixel_error(pixel_f_counts(empty, empty)) == (0.0, 0)  # no cell anywhere: nothing missed
+    assert isbi_pixel_error(pixel_f_counts(np.full((2, 2), 0.5), empty))[0] == 0.0  # cell nowhere above t=0.5
+    assert isbi_pixel_error(pixel_f_counts(np.ones((1, 2, 2)), TWO_CELLS[:, :2]))[0] == 0.0
+    with pytest.raises(ValueError, match=r"prob must be a probability in \[0, 1\]"):
+        pixel_f_counts(np.full((2, 2), 1.5), empty)
+    with pytest.raises(ValueError, match="shapes differ"):
+        pixel_f_counts(np.zeros((2, 3)), empty)
+    with pytest.raises(ValueError, match="label must be binary"):
+        pixel_f_counts(empty, np.full((2, 2), 0.5))
+
+
+def test_report_with_stack(tmp_path):
+    rows = [{"name": "a.png", "pixel_error": 0.1}]
+    _, json_path = write_em_report(rows, tmp_path, stack={"isbi_pixel_error": 0.05, "threshold": 0.4})
+    summary = json.loads(json_path.read_text())
+    assert summary["stack"] == {"isbi_pixel_error": 0.05, "threshold": 0.4}
+    _, json_path = write_em_report(rows, tmp_path / "plain")
+    assert "stack" not in json.loads(json_path.read_text())

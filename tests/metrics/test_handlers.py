@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -35,6 +36,19 @@ def test_pixel_error_is_the_mean_over_images(tmp_path):
     missed = np.array([0, 4, 8, 12]) / 64
     assert metrics["val_pixel_error"] == np.mean(missed)
     assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_probabilities_add_the_isbi_pixel_error_per_image_and_of_the_stack(tmp_path):
+    cases = [case | {"prob": torch.cat([1 - case["pred"], case["pred"]])} for case in CASES]
+    metrics = run(cases, tmp_path)
+    # a binary probability scores as its mask at every threshold below 1: 1 - Dice of 36 label cells
+    tp = 36 - np.array([0, 4, 8, 12])
+    assert metrics["val_isbi_pixel_error"] == pytest.approx(np.mean(1 - 2 * tp / (2 * tp + (36 - tp))))
+    assert metrics["val_isbi_pixel_error_stack"] == pytest.approx(1 - 2 * tp.sum() / (2 * tp.sum() + 24))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stack"] == {"isbi_pixel_error": metrics["val_isbi_pixel_error_stack"], "threshold": 0.0}
+    assert "isbi_pixel_error" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    assert "val_isbi_pixel_error" not in run(CASES)
 
 
 def _rank(rank: int, init: str, out: str) -> None:
