@@ -13,7 +13,7 @@ foreground as in the ISBI 2012 challenge evaluation, in two readings of the pred
 ``isbi_pixel_error`` scores the cell *probability* as the ISBI 2012 challenge's "pixel error" (the one the
 U-Net paper reports, 0.0611): 1 - the maximal F-score of the cell pixels over the thresholds 0, 0.1, ..., 1
 (Fiji's ``trainableSegmentation.metrics.PixelError.getPixelErrorMaximalFScore``). It is not the fraction of
-misclassified pixels (``pixel_error``): with cells about 78 % of an ISBI slice, 1 - F of the cells is
+misclassified pixels (``pixel_error``): with cells 77 % of an ISBI slice, 1 - F of the cells is
 about two thirds of it.
 
 References:

@@ -60,13 +60,8 @@ class EMMetricsHandler:
 
     @staticmethod
     def _classes(x) -> np.ndarray:
-        x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
+        x = _numpy(x)
         return x.argmax(0) if x.shape[0] > 1 else x[0]
-
-    @staticmethod
-    def _foreground(x) -> np.ndarray:
-        x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
-        return x[-1]
 
     def _on_iteration(self, engine: Engine) -> None:
         outputs = engine.state.output
@@ -83,7 +78,7 @@ class EMMetricsHandler:
             row = {"name": name}
             row.update(em_metrics(self._classes(pred) > 0, label_fg))
             if prob is not None:
-                counts = pixel_f_counts(self._foreground(prob), label_fg)
+                counts = pixel_f_counts(_numpy(prob)[-1], label_fg)
                 row["isbi_pixel_error"] = isbi_pixel_error(counts)[0]
                 self._counts.append(counts)
             self._rows.append(row)
@@ -112,6 +107,11 @@ class EMMetricsHandler:
         if self.output_dir is not None and (not dist.is_initialized() or dist.get_rank() == 0):
             csv_path, _ = write_em_report(rows, self.output_dir, stack)
             logger.info("EM metrics of %d images written to %s", len(rows), csv_path)
+
+
+def _numpy(x) -> np.ndarray:
+    """A tensor (any device) or array as a numpy array."""
+    return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
 
 
 def _name(item: dict) -> str:
